@@ -1,0 +1,263 @@
+"""Runs and status changes, and the pure, I/O-free parsing of Copy.ai payloads.
+
+Everything here takes the quirks seen in the wild calmly (credits as strings, metadata
+null or missing, only ``id`` or only ``workflowRunId``, an undocumented status, ...): the
+result is a `WorkflowRun` or a `ResponseFormatError`, never any other exception.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import math
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from ._errors import ResponseFormatError
+
+logger = logging.getLogger("copyai_poll")
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class RunStatus(enum.StrEnum):
+    """The status of a workflow run, as Copy.ai documents it.
+
+    Members are strings too: ``RunStatus.COMPLETE == "COMPLETE"``.
+    """
+
+    NEW = "NEW"
+    WAITING = "WAITING"
+    PROCESSING = "PROCESSING"
+    COMPLETE = "COMPLETE"
+    RETRYING = "RETRYING"
+    FAILED = "FAILED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for COMPLETE and FAILED: the run will not change again."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({RunStatus.COMPLETE, RunStatus.FAILED})
+_BY_VALUE: Mapping[str, RunStatus] = {s.value: s for s in RunStatus}
+
+
+@attrs.frozen(kw_only=True)
+class WorkflowRun:
+    """One workflow run, as the API last described it.
+
+    ``status`` is None when the server sent a status nobody documented (its text is in
+    ``raw_status``) or none at all; such a run counts as still in progress.
+    ``raw`` is the untouched ``data`` object the run was built from.
+    """
+
+    id: str
+    workflow_id: str | None = None
+    status: RunStatus | None = None
+    raw_status: str = ""
+    input: Mapping[str, Any] = _EMPTY
+    output: Mapping[str, Any] = _EMPTY
+    metadata: Mapping[str, Any] = _EMPTY
+    created_at: datetime | None = None
+    credits: int | None = None
+    error: Any = None
+    raw: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False, eq=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the run is COMPLETE or FAILED."""
+        return self.status is not None and self.status.is_terminal
+
+    @classmethod
+    def from_api(
+        cls,
+        data: Any,
+        *,
+        workflow_id: str | None = None,
+        run_id: str | None = None,
+    ) -> WorkflowRun:
+        """Build a run from the ``data`` object of a Copy.ai response.
+
+        Args:
+            data: The decoded ``data`` object.
+            workflow_id: Used when the payload does not name its workflow.
+            run_id: Used when the payload carries neither ``id`` nor ``workflowRunId``.
+
+        Raises:
+            ResponseFormatError: ``data`` is not a run object.
+        """
+        if not isinstance(data, Mapping):
+            raise ResponseFormatError(f"expected a run object, got {_kind(data)}")
+        status, raw_status = _parse_status(data.get("status"))
+        run = cls(
+            id=_parse_id(data, run_id),
+            workflow_id=_opaque_id(data.get("workflowId")) or workflow_id,
+            status=status,
+            raw_status=raw_status,
+            input=_parse_mapping(data.get("input")),
+            output=_parse_mapping(data.get("output")),
+            metadata=_parse_mapping(data.get("metadata")),
+            created_at=_parse_datetime(data.get("createdAt")),
+            credits=_parse_int(data.get("credits")),
+            error=data.get("error"),
+            raw=MappingProxyType(dict(data)),
+        )
+        note_unknown_status(run)
+        return run
+
+
+@attrs.frozen(kw_only=True)
+class StatusChange:
+    """One observed change of a run's status, handed to ``on_status_change``.
+
+    ``previous`` is None on the first observation; ``elapsed`` counts seconds since
+    polling began; ``polls`` counts the ``get_run`` calls this poll has made so far.
+    """
+
+    run: WorkflowRun
+    previous: RunStatus | None
+    current: RunStatus
+    elapsed: float
+    polls: int
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Decode a response body, or raise `ResponseFormatError`."""
+    try:
+        return json.loads(body)
+    # RecursionError: a hostile, deeply nested body must not escape as such.
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ResponseFormatError(f"response body is not JSON: {_excerpt(body)}") from exc
+
+
+def unwrap_data(payload: Any) -> Any:
+    """Return the ``data`` of a ``{"status": "success", "data": ...}`` envelope."""
+    if not isinstance(payload, Mapping) or "data" not in payload:
+        raise ResponseFormatError(f"expected a success envelope, got {_kind(payload)}")
+    if payload.get("status", "success") != "success":
+        raise ResponseFormatError(f"unexpected envelope status {payload.get('status')!r}")
+    return payload["data"]
+
+
+def parse_run_body(
+    body: bytes | str, *, workflow_id: str | None = None, run_id: str | None = None
+) -> WorkflowRun:
+    """Parse a whole get-run response body into a `WorkflowRun`."""
+    data = unwrap_data(parse_json(body))
+    return WorkflowRun.from_api(data, workflow_id=workflow_id, run_id=run_id)
+
+
+def parse_page(payload: Any) -> tuple[int | None, list[Any]]:
+    """Split a list page (``{"total": N, "data": [...]}``) into its total and items."""
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("data"), list):
+        raise ResponseFormatError(f"expected a page of results, got {_kind(payload)}")
+    return _parse_int(payload.get("total")), payload["data"]
+
+
+# Bounded so that a hostile server inventing statuses cannot grow memory without end.
+_MAX_WARNED = 1024
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def note_unknown_status(run: WorkflowRun) -> None:
+    """Log an undocumented status at WARNING, once per distinct text per process."""
+    if run.status is not None or not run.raw_status:
+        return
+    with _warned_lock:
+        if run.raw_status in _warned or len(_warned) >= _MAX_WARNED:
+            return
+        _warned.add(run.raw_status)
+    logger.warning(
+        "run %s reported an undocumented status %r; treating it as still in progress",
+        run.id,
+        run.raw_status[:200],
+        extra={"run_id": run.id, "workflow_id": run.workflow_id},
+    )
+
+
+def _parse_status(value: Any) -> tuple[RunStatus | None, str]:
+    if value is None:
+        return None, ""
+    if not isinstance(value, str):
+        raise ResponseFormatError(f"run status must be a string, got {_kind(value)}")
+    return _BY_VALUE.get(value), value
+
+
+def _parse_id(data: Mapping[str, Any], fallback: str | None) -> str:
+    run_id = _opaque_id(data.get("id")) or _opaque_id(data.get("workflowRunId")) or fallback
+    if not run_id:
+        raise ResponseFormatError("run object has neither 'id' nor 'workflowRunId'")
+    return run_id
+
+
+def _opaque_id(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str | int):
+        return str(value) or None
+    return None
+
+
+def _parse_mapping(value: Any) -> Mapping[str, Any]:
+    """An object stays one; JSON text of an object is decoded; anything else is empty.
+
+    Nothing is lost: the untouched value stays in ``WorkflowRun.raw``.
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return _EMPTY
+    if isinstance(value, Mapping):
+        return MappingProxyType(dict(value))
+    return _EMPTY
+
+
+def _parse_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return int(number) if math.isfinite(number) else None
+    return None
+
+
+def _parse_datetime(value: Any) -> datetime | None:
+    """ISO 8601 with or without milliseconds, or epoch seconds/milliseconds; naive is UTC."""
+    try:
+        if isinstance(value, str):
+            parsed = datetime.fromisoformat(value.strip())
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = value / 1000 if abs(value) > 1e11 else value
+            parsed = datetime.fromtimestamp(seconds, tz=UTC)
+        else:
+            return None
+    except (ValueError, OverflowError, OSError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "an object without the expected fields"
+    return f"{type(value).__name__} {_excerpt(repr(value))}"
+
+
+def _excerpt(body: bytes | str, limit: int = 120) -> str:
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))

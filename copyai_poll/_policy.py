@@ -1,0 +1,159 @@
+"""When to poll next, and when to retry a failed request: pure, validated values."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import attrs
+
+
+def _non_negative(_inst: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    # `not (x >= 0)` also rejects NaN.
+    if not (value >= 0):
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _at_least_one(_inst: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (value >= 1):
+        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+
+
+def _fraction(_inst: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (0 <= value <= 1):
+        raise ValueError(f"{attribute.name} must be between 0 and 1, got {value!r}")
+
+
+def _maximum_not_below_initial(inst: Any, _attribute: Any, value: float) -> None:
+    _non_negative(inst, _attribute, value)
+    if value < inst.initial:
+        raise ValueError(f"maximum ({value!r}) must not be below initial ({inst.initial!r})")
+
+
+def backoff(
+    n: int,
+    *,
+    initial: float,
+    maximum: float,
+    multiplier: float,
+    jitter: float,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """The n-th wait (n = 0, 1, ...): ``min(maximum, initial * multiplier**n)``, jittered.
+
+    The jitter spreads the wait uniformly by up to ``jitter`` (a fraction) either way.
+    """
+    try:
+        base = min(maximum, initial * multiplier ** max(n, 0))
+    except OverflowError:
+        base = maximum
+    if jitter:
+        base *= 1 + jitter * (2 * rand() - 1)
+    return max(0.0, base)
+
+
+@attrs.frozen(kw_only=True)
+class PollPolicy:
+    """How long to wait between polls of one run, in seconds.
+
+    The first poll is immediate; the wait before poll n+2 is
+    ``min(maximum, initial * multiplier**n)``, spread by up to ``jitter`` either way.
+
+    Args:
+        initial: The first wait.
+        maximum: No wait is longer (before jitter).
+        multiplier: Growth of the wait from one poll to the next (>= 1).
+        jitter: Fraction (0 to 1) by which each wait is spread either way, so that many
+            runs started together do not poll in lockstep.
+        reset_on_change: Start again from ``initial`` whenever the status changes: a run
+            that moves is likely to move again soon.
+        not_found_grace: For this long after polling began, a 404 means "not visible
+            yet" and is polled again rather than raised as `NotFoundError`.
+    """
+
+    initial: float = attrs.field(default=1.0, validator=_non_negative)
+    maximum: float = attrs.field(default=10.0, validator=_maximum_not_below_initial)
+    multiplier: float = attrs.field(default=1.5, validator=_at_least_one)
+    jitter: float = attrs.field(default=0.1, validator=_fraction)
+    reset_on_change: bool = True
+    not_found_grace: float = attrs.field(default=30.0, validator=_non_negative)
+
+    def wait(self, n: int, *, rand: Callable[[], float] = random.random) -> float:
+        """The wait before poll n+2, jitter included."""
+        return backoff(
+            n,
+            initial=self.initial,
+            maximum=self.maximum,
+            multiplier=self.multiplier,
+            jitter=self.jitter,
+            rand=rand,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How one failed request is retried (connection errors, timeouts, 429, 5xx).
+
+    Args:
+        attempts: Every try counts, the first included; 1 means no retry.
+        initial: The wait after the first failure.
+        maximum: No computed wait is longer (before jitter).
+        multiplier: Growth of the wait from one retry to the next (>= 1).
+        jitter: Fraction (0 to 1) by which each wait is spread either way.
+        max_retry_after: The longest ``Retry-After`` honoured; a server asking for a
+            longer pause ends the retries at once with its error (``.retry_after`` set),
+            rather than silently blocking for that long.
+
+    A ``Retry-After`` header (seconds or an HTTP date) replaces the computed wait.
+    """
+
+    attempts: int = attrs.field(default=4, validator=_at_least_one)
+    initial: float = attrs.field(default=0.5, validator=_non_negative)
+    maximum: float = attrs.field(default=8.0, validator=_maximum_not_below_initial)
+    multiplier: float = attrs.field(default=2.0, validator=_at_least_one)
+    jitter: float = attrs.field(default=0.5, validator=_fraction)
+    max_retry_after: float = attrs.field(default=120.0, validator=_non_negative)
+
+    def wait(self, n: int, *, rand: Callable[[], float] = random.random) -> float:
+        """The wait after failed try n+1 (n = 0, 1, ...), jitter included."""
+        return backoff(
+            n,
+            initial=self.initial,
+            maximum=self.maximum,
+            multiplier=self.multiplier,
+            jitter=self.jitter,
+            rand=rand,
+        )
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date).
+
+    None when absent, unreadable, negative, or a date already past: the caller then
+    falls back to its own backoff.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = _seconds_until(value, now or datetime.now(UTC))
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _seconds_until(http_date: str, now: datetime) -> float | None:
+    try:
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - now).total_seconds()
+    return seconds if seconds > 0 else None
