@@ -1,5 +1,6 @@
 """Start Copy.ai workflow runs and await them: backoff, deadlines, callbacks, typed errors."""
 
+from ._client import CopyAIClient
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -16,12 +17,14 @@ from ._errors import (
 )
 from ._models import RunStatus, StatusChange, WorkflowRun
 from ._policy import PollPolicy, RetryPolicy
+from ._poll import RunOutcome, poll_many, poll_until_done, watch
 
 __all__ = [
     "APIConnectionError",
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "CopyAIClient",
     "CopyAIError",
     "CreditLimitError",
     "NotFoundError",
@@ -30,9 +33,13 @@ __all__ = [
     "RateLimitError",
     "ResponseFormatError",
     "RetryPolicy",
+    "RunOutcome",
     "RunFailedError",
     "RunStatus",
     "ServerError",
     "StatusChange",
     "WorkflowRun",
+    "poll_many",
+    "poll_until_done",
+    "watch",
 ]

@@ -49,7 +49,7 @@ _TERMINAL = frozenset({RunStatus.COMPLETE, RunStatus.FAILED})
 _BY_VALUE: Mapping[str, RunStatus] = {s.value: s for s in RunStatus}
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class WorkflowRun:
     """One workflow run, as the API last described it.
 
@@ -69,6 +69,11 @@ class WorkflowRun:
     credits: int | None = None
     error: Any = None
     raw: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False, eq=False)
+
+    def __repr__(self) -> str:
+        status = self.status.value if self.status else f"unknown {self.raw_status!r}"
+        workflow = f" workflow_id={self.workflow_id!r}" if self.workflow_id else ""
+        return f"<WorkflowRun id={self.id!r}{workflow} status={status}>"
 
     @property
     def is_terminal(self) -> bool:
@@ -113,7 +118,7 @@ class WorkflowRun:
         return run
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class StatusChange:
     """One observed change of a run's status, handed to ``on_status_change``.
 
@@ -126,6 +131,13 @@ class StatusChange:
     current: RunStatus
     elapsed: float
     polls: int
+
+    def __repr__(self) -> str:
+        previous = self.previous.value if self.previous else "start"
+        return (
+            f"<StatusChange run={self.run.id!r} {previous} -> {self.current.value}"
+            f" elapsed={self.elapsed:.2f}s polls={self.polls}>"
+        )
 
 
 def parse_json(body: bytes | str) -> Any:

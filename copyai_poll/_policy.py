@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -12,18 +13,18 @@ from typing import Any
 import attrs
 
 
-def _non_negative(_inst: Any, attribute: attrs.Attribute[float], value: float) -> None:
+def _non_negative(_inst: Any, attribute: Any, value: float) -> None:
     # `not (x >= 0)` also rejects NaN.
     if not (value >= 0):
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
-def _at_least_one(_inst: Any, attribute: attrs.Attribute[float], value: float) -> None:
+def _at_least_one(_inst: Any, attribute: Any, value: float) -> None:
     if not (value >= 1):
         raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
 
 
-def _fraction(_inst: Any, attribute: attrs.Attribute[float], value: float) -> None:
+def _fraction(_inst: Any, attribute: Any, value: float) -> None:
     if not (0 <= value <= 1):
         raise ValueError(f"{attribute.name} must be between 0 and 1, got {value!r}")
 
@@ -139,6 +140,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if not value:
         return None
     value = value.strip()
+    seconds: float | None
     try:
         seconds = float(value)
     except ValueError:
@@ -157,3 +159,10 @@ def _seconds_until(http_date: str, now: datetime) -> float | None:
         when = when.replace(tzinfo=UTC)
     seconds = (when - now).total_seconds()
     return seconds if seconds > 0 else None
+
+
+#: Inside a poll with a deadline: a function giving the seconds left. The client reads it
+#: so that a retry wait that would outlast the deadline fails fast instead of sleeping.
+time_left: ContextVar[Callable[[], float] | None] = ContextVar(
+    "copyai_poll_time_left", default=None
+)

@@ -1,0 +1,387 @@
+"""`CopyAIClient`: start, fetch and list workflow runs over one shared aiohttp session."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import quote
+
+import aiohttp
+import attrs
+import yarl
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from ._errors import CopyAIError, PollTimeoutError
+from ._http import (
+    Failure,
+    RateLimiter,
+    Response,
+    envelope_error,
+    error_from_response,
+    is_loopback,
+    send,
+)
+from ._models import WorkflowRun, parse_json, parse_page, unwrap_data
+from ._policy import RetryPolicy, time_left
+
+if TYPE_CHECKING:
+    from ._poll import PollOptions
+
+logger = logging.getLogger("copyai_poll")
+
+DEFAULT_BASE_URL = "https://api.copy.ai/api"
+API_KEY_ENV = "COPYAI_API_KEY"
+BASE_URL_ENV = "COPYAI_BASE_URL"
+API_KEY_HEADER = "x-copy-ai-api-key"
+MAX_PAGE_SIZE = 100
+
+try:
+    _USER_AGENT = f"copyai-poll/{version('copyai-poll')}"
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    _USER_AGENT = "copyai-poll"
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class _RetryableFailure(Exception):
+    """Carries a transient `Failure` through tenacity; never leaves this module."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(str(failure.error))
+        self.failure = failure
+
+
+class CopyAIClient:
+    """An async client for the Copy.ai Workflows API.
+
+    One client is meant to be shared by every task in an app; it is safe to use from many
+    concurrent tasks. Use it as an ``async with`` block, or call `close` when done.
+
+    Args:
+        api_key: The Copy.ai API key; defaults to ``$COPYAI_API_KEY``.
+        base_url: The API's base URL; defaults to ``$COPYAI_BASE_URL``, else
+            ``https://api.copy.ai/api``.
+        session: An `aiohttp.ClientSession` to use; the client never closes it. Without
+            one the client creates its own and closes it in `close`.
+        retry: How transient failures of one request are retried.
+        request_timeout: Seconds one try of one request may take, answer included.
+        max_requests_per_second: Space the starts of all requests of this client at
+            least ``1/N`` seconds apart, whichever tasks send them.
+        allow_insecure_http: Allow sending the key over plain ``http://`` to a host that
+            is not loopback. Off by default: the key would cross the network in clear.
+
+    Raises:
+        CopyAIError: No API key was found, or the base URL is unusable.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so sharing it is safe
+        request_timeout: float = 30.0,
+        max_requests_per_second: float | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        self._api_key = _resolve_key(api_key)
+        self._base_url = _resolve_base_url(base_url, allow_insecure_http)
+        if not (request_timeout > 0):
+            raise ValueError(f"request_timeout must be > 0, got {request_timeout!r}")
+        self._session = session
+        self._owns_session = session is None
+        self._retry = retry
+        self._request_timeout = request_timeout
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self._limiter = (
+            None
+            if max_requests_per_second is None
+            else RateLimiter(max_requests_per_second, time.monotonic, self._sleep_hook)
+        )
+        self._state = _State.UNOPENED
+
+    def __repr__(self) -> str:
+        return f"<CopyAIClient base_url={str(self._base_url)!r} state={self._state.value}>"
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, without a trailing slash."""
+        return str(self._base_url)
+
+    async def __aenter__(self) -> Self:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the client, and its session if the client created it. Idempotent."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+
+    async def start_run(
+        self,
+        workflow_id: str,
+        start_variables: Mapping[str, Any],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> WorkflowRun:
+        """Start a run of a workflow.
+
+        The request spends credits and carries no idempotency key, so it is never retried
+        once it may have reached the server: a 429, a 5xx or a timeout is final.
+
+        Args:
+            workflow_id: The workflow to run.
+            start_variables: The workflow's inputs, by name.
+            metadata: Free-form data kept with the run.
+
+        Returns:
+            The new run: its ``id``, with ``input`` and ``metadata`` as sent; its status
+            is unknown (None) until it is fetched.
+        """
+        body: dict[str, Any] = {"startVariables": dict(start_variables)}
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        path = _path("workflow", workflow_id, "run")
+        data = await self._call("POST", path, json_body=body, idempotent=False)
+        run = WorkflowRun.from_api(data, workflow_id=workflow_id)
+        return attrs.evolve(run, input=body["startVariables"], metadata=body.get("metadata", {}))
+
+    async def get_run(self, workflow_id: str, run_id: str) -> WorkflowRun:
+        """Fetch a run as it is now.
+
+        Raises:
+            NotFoundError: No such run (yet: a run can be invisible for a few seconds
+                after it starts; `poll_until_done` allows for that).
+        """
+        path = _path("workflow", workflow_id, "run", run_id)
+        data = await self._call("GET", path)
+        return WorkflowRun.from_api(data, workflow_id=workflow_id, run_id=run_id)
+
+    async def list_runs(
+        self, workflow_id: str, *, page_size: int = MAX_PAGE_SIZE
+    ) -> AsyncIterator[WorkflowRun]:
+        """Yield every run of a workflow, fetching page after page (pages start at 1).
+
+        A run seen on an earlier page is not yielded again if new runs shift the pages.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        seen: set[str] = set()
+        page, count = 1, 0
+        while True:
+            path = _path("workflow", workflow_id, "run")
+            data = await self._call("GET", path, params={"size": page_size, "page": page})
+            total, items = parse_page(data)
+            for item in items:
+                run = WorkflowRun.from_api(item, workflow_id=workflow_id)
+                count += 1
+                if run.id not in seen:
+                    seen.add(run.id)
+                    yield run
+            if not items or (total is not None and count >= total):
+                return
+            page += 1
+
+    async def poll_until_done(self, workflow_id: str, run_id: str, **options: Any) -> WorkflowRun:
+        """Wait for a run to finish; the same as `copyai_poll.poll_until_done` on this client."""
+        from ._poll import poll_until_done
+
+        poll_options: PollOptions = options  # type: ignore[assignment]
+        return await poll_until_done(self, workflow_id, run_id, **poll_options)
+
+    # -- the request path ------------------------------------------------------------
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._state is _State.CLOSED:
+            raise RuntimeError("this CopyAIClient is closed; create a new one")
+        self._state = _State.OPEN
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _sleep_hook(self, seconds: float) -> None:
+        # Looked up at call time so that tests can swap `_sleep` after construction.
+        await self._sleep(seconds)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, int] | None = None,
+        idempotent: bool = True,
+        envelope: bool = True,
+    ) -> Any:
+        """Send a request with retries and return the ``data`` of its answer.
+
+        Args:
+            idempotent: False for a request that must not be sent twice: it is then
+                retried only when it surely never reached the server.
+            envelope: False for the one answer without a ``{"status", "data"}`` wrapper.
+        """
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._retry.attempts),
+            wait=self._retry_wait,
+            retry=retry_if_exception(self._should_retry),
+            sleep=self._sleep_hook,
+            before_sleep=functools.partial(_log_retry, method, path),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._try_once(
+                        method, path, json_body, params, idempotent=idempotent, envelope=envelope
+                    )
+        except _RetryableFailure as exc:
+            raise exc.failure.error from exc.failure.error.__cause__
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _try_once(
+        self,
+        method: str,
+        path: str,
+        json_body: Any,
+        params: Mapping[str, int] | None,
+        *,
+        idempotent: bool,
+        envelope: bool,
+    ) -> Any:
+        session = self._open()
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        url = yarl.URL(str(self._base_url) + path, encoded=True)
+        if params:
+            url = url.with_query(params)
+        headers = {API_KEY_HEADER: self._api_key, "User-Agent": _USER_AGENT}
+        outcome = await send(
+            session,
+            method,
+            url,
+            headers=headers,
+            json_body=json_body,
+            request_timeout=self._request_timeout,
+        )
+        if isinstance(outcome, Response):
+            outcome = _interpret(outcome, method=method, path=path, envelope=envelope)
+            if not isinstance(outcome, Failure):
+                logger.debug("%s %s -> 200", method, path)
+                return outcome
+        retry = outcome.transient and (idempotent or not outcome.reached_server)
+        if retry:
+            raise _RetryableFailure(outcome)
+        raise outcome.error from outcome.error.__cause__
+
+    def _should_retry(self, exc: BaseException) -> bool:
+        if not isinstance(exc, _RetryableFailure):
+            return False
+        retry_after = getattr(exc.failure.error, "retry_after", None)
+        return retry_after is None or retry_after <= self._retry.max_retry_after
+
+    def _retry_wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        assert isinstance(exc, _RetryableFailure)  # the only exception `retry` accepts
+        error = exc.failure.error
+        retry_after = getattr(error, "retry_after", None)
+        wait = self._retry.wait(state.attempt_number - 1) if retry_after is None else retry_after
+        left = time_left.get()
+        if left is not None and wait >= left():
+            raise PollTimeoutError(
+                f"the next retry would wait {wait:.1f}s, past the poll's deadline ({error})"
+            ) from error
+        return wait
+
+
+def _interpret(response: Response, *, method: str, path: str, envelope: bool) -> Any:
+    """The ``data`` of a successful answer, or the `Failure` it amounts to."""
+    if not 200 <= response.status < 300:
+        return error_from_response(response, method=method, path=path)
+    try:
+        payload = parse_json(response.body)
+        error = envelope_error(payload, status=response.status, method=method, path=path)
+        if error is not None:
+            return Failure(error, transient=False, reached_server=True)
+        return unwrap_data(payload) if envelope else payload
+    except CopyAIError as exc:
+        # A garbled 200 is usually a proxy's or a cut connection's doing: worth a retry.
+        return Failure(exc, transient=True, reached_server=True)
+
+
+def _log_retry(method: str, path: str, state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0.0
+    logger.warning(
+        "%s %s failed (%s); retry %d in %.2fs",
+        method,
+        path,
+        exc,
+        state.attempt_number,
+        wait,
+        extra={"method": method, "path": path, "attempt": state.attempt_number},
+    )
+
+
+def _path(*segments: str) -> str:
+    """Join path segments, each percent-encoded: ids are opaque, never path syntax."""
+    parts = []
+    for segment in segments:
+        if not isinstance(segment, str) or not segment:
+            raise ValueError(f"ids must be non-empty strings, got {segment!r}")
+        encoded = quote(segment, safe="")
+        parts.append(encoded.replace(".", "%2E") if encoded in {".", ".."} else encoded)
+    return "/" + "/".join(parts)
+
+
+def _resolve_key(api_key: str | None) -> str:
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+    key = key.strip()
+    if not key:
+        raise CopyAIError(
+            f"no Copy.ai API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
+        )
+    if any(ch.isspace() or not ch.isprintable() for ch in key):
+        raise CopyAIError("the Copy.ai API key contains whitespace or control characters")
+    return key
+
+
+def _resolve_base_url(base_url: str | None, allow_insecure_http: bool) -> yarl.URL:
+    raw = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    try:
+        url = yarl.URL(raw.strip().rstrip("/"))
+    except (ValueError, TypeError) as exc:
+        raise CopyAIError(f"unusable base URL {raw!r}") from exc
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise CopyAIError(f"base URL must be an http(s) URL with a host, got {raw!r}")
+    if url.user or url.password or url.query_string or url.fragment:
+        raise CopyAIError("base URL must not carry credentials, a query or a fragment")
+    if url.scheme == "http" and not is_loopback(url.host) and not allow_insecure_http:
+        raise CopyAIError(
+            f"refusing to send the API key over plain http to {url.host}; use https, "
+            "or pass allow_insecure_http=True if you really mean it"
+        )
+    return url
