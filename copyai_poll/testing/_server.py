@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ._app import Backend, make_app
 from ._clock import Clock, ManualClock, wall_clock
+from ._demo import demo_faults, demo_scripts
 from ._faults import Fault, FaultPlan
 from ._log import RequestRecord
 from ._quirks import Quirks
@@ -74,6 +75,30 @@ class FakeCopyAI:
         )
         self._faults = FaultPlan(seed=self.seed)
         self._backend = Backend(api_key=self.api_key, state=self._state, faults=self._faults)
+
+    @classmethod
+    def demo(cls, *, runs: int = 20, **options: Any) -> FakeCopyAI:
+        """A fake for demos on a wall clock: varied runs of seconds, some flaky polls.
+
+        The first ``runs`` runs started take `demo_scripts` in turn (some fail, some pass
+        through RETRYING, one shows an undocumented status); later ones take 3.5 seconds
+        to complete. Credits come as strings; a few polls meet 503s, 429s with
+        ``Retry-After: 1``, HTML 502 pages or half-second delays.
+
+        Args:
+            runs: How many varied scripts to queue.
+            options: Passed to `FakeCopyAI` (``seed`` also varies the scripts).
+
+        Returns:
+            The fake, not yet started.
+        """
+        options.setdefault("quirks", Quirks(credits_as_string=True))
+        options.setdefault("script", Script.completes(("NEW", 0.5), ("PROCESSING", 3.0)))
+        server = cls(**options)
+        server.queue_scripts(*demo_scripts(server.seed or 0, runs))
+        for route, fault, probability in demo_faults():
+            server.fault_rate(route, fault, probability)
+        return server
 
     def __repr__(self) -> str:
         where = self.base_url if self._bound_port is not None else "not started"
