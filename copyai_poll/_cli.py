@@ -1,0 +1,462 @@
+"""``copyai-poll``: start, inspect and watch Copy.ai workflow runs from a shell.
+
+A thin layer over the public API: `CopyAIClient` does the requests and `poll_until_done`
+the waiting; this module only parses arguments, feeds callbacks to a display
+(`copyai_poll._cli_display`) and turns outcomes into exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from . import CopyAIClient, CopyAIError, PollPolicy, RetryPolicy
+from ._cli_display import DisplayLogHandler, Watcher, describe, watch_runs
+from ._client import API_KEY_ENV, BASE_URL_ENV
+
+if TYPE_CHECKING:
+    from .testing import FakeCopyAI
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+EXIT_API = 4
+EXIT_INTERRUPTED = 130
+
+_EPILOG = f"""\
+exit codes:
+  0    every run COMPLETE (or the command succeeded)
+  1    a run FAILED
+  2    usage or configuration error (bad arguments, no API key, unreadable key file)
+  3    a run did not finish before --timeout
+  4    API or connection error (wrong key, unknown run, server unreachable, ...)
+  130  interrupted (Ctrl-C); where each run stood is printed first
+When several runs end differently, the highest code of 4, 3, 1, 0 wins.
+'demo' exits 0 when every run ended as its script says (some are scripted to fail),
+1 when one did not, 4 on an API error.
+
+environment:
+  {API_KEY_ENV}   the API key (or --api-key-file; a key is never taken as an argument)
+  {BASE_URL_ENV}  the API's base URL (or --base-url)
+  NO_COLOR         no colours in the live display
+"""
+
+
+class UsageError(Exception):
+    """A configuration mistake, told in one sentence; exit code 2."""
+
+
+# -- arguments -----------------------------------------------------------------------
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+class _NoKeyOnCommandLine(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
+        parser.error(
+            "the API key is never taken as an argument (it would show in ps and shell "
+            f"history): use --api-key-file PATH or set {API_KEY_ENV}"
+        )
+
+
+def _common_options(client: bool) -> argparse.ArgumentParser:
+    """Options accepted before or after the subcommand (SUPPRESS keeps a later one)."""
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", help="one JSON object per line")
+    common.add_argument(
+        "-v", "--verbose", action="count", help="log to stderr: -v INFO, -vv DEBUG"
+    )
+    if client:
+        common.add_argument("--base-url", help=f"API base URL (default ${BASE_URL_ENV})")
+        common.add_argument(
+            "--api-key-file", metavar="PATH", help=f"read the key from PATH (else ${API_KEY_ENV})"
+        )
+        common.add_argument(
+            "--api-key", nargs="?", action=_NoKeyOnCommandLine, help=argparse.SUPPRESS
+        )
+        common.add_argument("--poll-initial", type=_seconds, help="first wait between polls (s)")
+        common.add_argument("--poll-max", type=_seconds, help="longest wait between polls (s)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``copyai-poll`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="copyai-poll",
+        description="Start, inspect and watch Copy.ai workflow runs.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common_options(client=True)],
+    )
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    client = [_common_options(client=True)]
+    add = functools.partial(
+        subs.add_parser, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    start = add("start", parents=client, help="start a run and print its id")
+    start.add_argument("workflow_id")
+    start.add_argument(
+        "-i",
+        "--input",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a start variable (repeatable)",
+    )
+    start.add_argument(
+        "-m",
+        "--metadata",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a metadata entry (repeatable)",
+    )
+    start.add_argument("--wait", action="store_true", help="then watch it until it ends")
+    start.add_argument("--timeout", type=_seconds, help="with --wait: give up after S seconds")
+    get = add("get", parents=client, help="print a run as JSON")
+    get.add_argument("workflow_id")
+    get.add_argument("run_id")
+    runs = add("runs", parents=client, help="list a workflow's runs")
+    runs.add_argument("workflow_id")
+    runs.add_argument("--limit", type=_positive_int, default=20, help="at most N (default 20)")
+    watch = add("watch", parents=client, help="wait for runs, showing their progress")
+    watch.add_argument("workflow_id")
+    watch.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    watch.add_argument("--timeout", type=_seconds, help="give up on a run after S seconds")
+    fake = add(
+        "fake-server",
+        parents=[_common_options(client=False)],
+        help="serve the fake Copy.ai API (copyai_poll.testing) until Ctrl-C",
+    )
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    fake.add_argument("--api-key", default=None, help="the key the fake accepts (not a secret)")
+    fake.add_argument("--demo", action="store_true", help="serve the demo's runs and faults")
+    add(
+        "demo",
+        parents=[_common_options(client=False)],
+        help="watch ~20 scripted runs on an embedded fake server (no key needed)",
+    )
+    return parser
+
+
+@attrs.frozen(kw_only=True)
+class Options:
+    """The parsed command line, defaults filled in."""
+
+    args: argparse.Namespace
+    json: bool
+    verbose: int
+    policy: PollPolicy
+
+    @classmethod
+    def parse(cls, argv: list[str] | None) -> Options:
+        args = build_parser().parse_args(argv)
+        initial = getattr(args, "poll_initial", None) or 1.0
+        maximum = max(initial, getattr(args, "poll_max", None) or 10.0)
+        return cls(
+            args=args,
+            json=getattr(args, "json", False),
+            verbose=getattr(args, "verbose", 0),
+            policy=PollPolicy(initial=initial, maximum=maximum),
+        )
+
+    def client(self, **overrides: Any) -> CopyAIClient:
+        """A client from --base-url/--api-key-file and the environment."""
+        key = overrides.pop("api_key", None) or _read_key(getattr(self.args, "api_key_file", None))
+        base_url = overrides.pop("base_url", None) or getattr(self.args, "base_url", None)
+        try:
+            return CopyAIClient(api_key=key, base_url=base_url, **overrides)
+        except CopyAIError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def _read_key(path: str | None) -> str:
+    if path is None:
+        key = os.environ.get(API_KEY_ENV, "").strip()
+        if not key:
+            raise UsageError(f"no API key: set {API_KEY_ENV} or pass --api-key-file PATH")
+        return key
+    try:
+        with open(path, encoding="utf-8") as file:
+            key = file.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"cannot read the API key file {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    if not key:
+        raise UsageError(f"the API key file {path} is empty")
+    return key
+
+
+# -- entry point ---------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``copyai-poll`` and return its exit code."""
+    try:
+        options = Options.parse(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    with _logging(options.verbose) as log_handler:
+        try:
+            return asyncio.run(_COMMANDS[options.args.command](options, log_handler))
+        except UsageError as exc:
+            return _fail(f"error: {exc}", EXIT_USAGE)
+        except CopyAIError as exc:
+            return _fail(describe(exc), EXIT_API)
+        except KeyboardInterrupt:
+            return _fail("interrupted", EXIT_INTERRUPTED)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"copyai-poll: {message}", file=sys.stderr)
+    return code
+
+
+@contextlib.contextmanager
+def _logging(verbose: int) -> Iterator[DisplayLogHandler]:
+    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+    handler = DisplayLogHandler(None, level)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    # The embedded fake server logs every request at INFO; only -vv wants that.
+    access = logging.getLogger("aiohttp.access")
+    access.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        access.setLevel(logging.NOTSET)
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+Command = Callable[[Options, DisplayLogHandler], Coroutine[Any, Any, int]]
+
+
+async def _start(options: Options, log_handler: DisplayLogHandler) -> int:
+    args = options.args
+    async with options.client() as client:
+        run = await client.start_run(
+            args.workflow_id, dict(args.input), metadata=dict(args.metadata) or None
+        )
+        if not args.wait:
+            _print_start(options, args.workflow_id, run.id)
+            return EXIT_OK
+        if not options.json:
+            print(run.id, flush=True)
+        pairs = [(args.workflow_id, run.id)]
+        _, code = await watch_runs(options, log_handler, client, pairs, timeout=args.timeout)
+        return code
+
+
+def _print_start(options: Options, workflow_id: str, run_id: str) -> None:
+    if options.json:
+        print(json.dumps({"event": "start", "workflow_id": workflow_id, "run_id": run_id}))
+    else:
+        print(run_id)
+
+
+async def _get(options: Options, _log: DisplayLogHandler) -> int:
+    async with options.client() as client:
+        run = await client.get_run(options.args.workflow_id, options.args.run_id)
+    print(json.dumps(dict(run.raw), indent=None if options.json else 2, default=str))
+    return EXIT_OK
+
+
+async def _runs(options: Options, _log: DisplayLogHandler) -> int:
+    args = options.args
+    async with options.client() as client:
+        runs = client.list_runs(args.workflow_id, page_size=min(args.limit, 100))
+        count = 0
+        try:
+            async for run in runs:
+                print(_run_line(options, run.raw, run.id, run.raw_status), flush=True)
+                count += 1
+                if count >= args.limit:
+                    break
+        finally:
+            aclose = getattr(runs, "aclose", None)  # stop paging at once
+            if aclose is not None:
+                await aclose()
+    return EXIT_OK
+
+
+def _run_line(options: Options, raw: Mapping[str, Any], run_id: str, status: str) -> str:
+    if options.json:
+        return json.dumps(dict(raw), default=str)
+    return f"{run_id}  {status or '-':<11} {raw.get('createdAt') or '-'}"
+
+
+async def _watch(options: Options, log_handler: DisplayLogHandler) -> int:
+    args = options.args
+    pairs = [(args.workflow_id, run_id) for run_id in dict.fromkeys(args.run_ids)]
+    async with options.client() as client:
+        _, code = await watch_runs(options, log_handler, client, pairs, timeout=args.timeout)
+    return code
+
+
+async def _fake_server(options: Options, _log: DisplayLogHandler) -> int:
+    from .testing import FakeCopyAI, serve
+
+    args = options.args
+    settings: dict[str, Any] = {"host": args.host, "port": args.port}
+    if args.api_key:
+        settings["api_key"] = args.api_key
+    server = FakeCopyAI.demo(**settings) if args.demo else FakeCopyAI(**settings)
+    try:
+        await serve(server)
+    except OSError as exc:  # the port is taken, the host is not ours, ...
+        raise UsageError(
+            f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from None
+    return EXIT_OK
+
+
+# -- demo ------------------------------------------------------------------------------
+
+DEMO_RUNS = 20
+DEMO_POLICY = PollPolicy(initial=0.2, maximum=1.0)
+# Generous attempts: the demo's random faults must not end a run by bad luck.
+DEMO_RETRY = RetryPolicy(attempts=6, initial=0.1, maximum=1.0)
+DEMO_TIMEOUT = 60.0
+
+
+async def _demo(options: Options, log_handler: DisplayLogHandler) -> int:
+    from .testing import DEMO_WORKFLOW_ID, FakeCopyAI, Fault, demo_scripts
+
+    finals = [script.final for script in demo_scripts(0, DEMO_RUNS)]
+    durations = [script.duration for script in demo_scripts(0, DEMO_RUNS)]
+    fake = FakeCopyAI.demo(runs=DEMO_RUNS, seed=0)
+    # Every kind of fault at least once, whatever the random draws bring.
+    fake.add_faults(
+        "get_run", Fault.server_error(503), Fault.rate_limited(retry_after=1), Fault.truncated()
+    )
+    options = attrs.evolve(options, policy=DEMO_POLICY)
+    began = time.monotonic()
+    async with (
+        fake,
+        CopyAIClient(fake.api_key, base_url=fake.base_url, retry=DEMO_RETRY) as client,
+    ):
+        pairs = []
+        for index in range(DEMO_RUNS):
+            inputs = {"Input 1": f"Draft #{index + 1}"}
+            run = await client.start_run(DEMO_WORKFLOW_ID, inputs, metadata={"demo": index + 1})
+            pairs.append((DEMO_WORKFLOW_ID, run.id))
+        report = functools.partial(_demo_report, fake, finals, durations, began)
+        watcher, code = await watch_runs(
+            options, log_handler, client, pairs, timeout=DEMO_TIMEOUT, summary=report
+        )
+    if code in (EXIT_OK, EXIT_FAILED):
+        return EXIT_OK if not _unscripted(watcher, finals) else EXIT_FAILED
+    return code
+
+
+def _unscripted(watcher: Watcher, finals: list[str]) -> list[str]:
+    """The runs that did not end as their script says."""
+    views = list(watcher.views.values())
+    return [v.run_id for v, final in zip(views, finals, strict=False) if v.outcome != final]
+
+
+def _demo_report(
+    fake: FakeCopyAI,
+    finals: list[str],
+    durations: list[float],
+    began: float,
+    watcher: Watcher,
+) -> dict[str, Any]:
+    """The demo's lines (and JSON fields) beyond the usual summary."""
+    polls = [r for r in fake.requests if r.route == "get_run"]
+    faults: dict[str, int] = {}
+    for record in polls:
+        if record.fault is not None and record.fault.kind != "slow":
+            name = f"{record.fault.kind} {record.fault.status}"
+            faults[name] = faults.get(name, 0) + 1
+    lags = _detection_lags(fake, durations, watcher)
+    wrong = _unscripted(watcher, finals)
+    fields = {
+        "as_scripted": not wrong,
+        "unscripted": wrong,
+        "server_polls": len(polls),
+        "faults": faults,
+        "lag_median": round(statistics.median(lags), 3) if lags else None,
+        "lag_max": round(max(lags), 3) if lags else None,
+        "seconds": round(time.monotonic() - began, 1),
+    }
+    fault_text = ", ".join(f"{k}: {n}" for k, n in sorted(faults.items())) or "none"
+    lines = [
+        "every run ended as scripted" if not wrong else f"not as scripted: {', '.join(wrong)}",
+        f"server: {len(polls)} polls received; faults injected: {fault_text}",
+    ]
+    if lags:
+        lines.append(
+            f"detection lag (server's final transition -> client saw it): median "
+            f"{fields['lag_median']:.2f}s, max {fields['lag_max']:.2f}s"
+        )
+    lines.append(f"demo took {fields['seconds']:.1f}s")
+    return {"lines": lines, "fields": fields}
+
+
+def _detection_lags(fake: FakeCopyAI, durations: list[float], watcher: Watcher) -> list[float]:
+    """How long after each run's scripted end the client saw it end, in seconds.
+
+    The fake runs on `time.monotonic`, like the display; a run's end is when its start
+    request arrived plus its script's length.
+    """
+    starts = [r.time for r in fake.requests if r.route == "start_run" and r.status == 200]
+    lags = []
+    for view, start, duration in zip(watcher.views.values(), starts, durations, strict=False):
+        if view.finished is not None and view.outcome in ("COMPLETE", "FAILED"):
+            lags.append(max(0.0, view.finished - (start + duration)))
+    return lags
+
+
+_COMMANDS: dict[str, Command] = {
+    "start": _start,
+    "get": _get,
+    "runs": _runs,
+    "watch": _watch,
+    "fake-server": _fake_server,
+    "demo": _demo,
+}
