@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any
 
+import aiohttp
 import pytest
 
 from copyai_poll.testing import FakeCopyAI, ManualClock, Quirks, Script
@@ -108,10 +109,16 @@ def test_nonsense_quirk_is_a_value_error() -> None:
         Quirks(metadata="maybe")  # type: ignore[arg-type]
 
 
-def test_seeded_ids_repeat() -> None:
-    """Two fakes with the same seed hand out the same run ids."""
-    first, second = FakeCopyAI(clock=ManualClock()), FakeCopyAI(clock=ManualClock())
+async def _first_id(seed: int | None) -> str:
+    async with (
+        FakeCopyAI(clock=ManualClock(), seed=seed) as server,
+        aiohttp.ClientSession(headers={"x-copy-ai-api-key": server.api_key}) as session,
+    ):
+        return await Api(session, server.base_url).start()
 
-    ids = [s._state.start_run(WF, {"startVariables": {}}) for s in (first, second)]
 
-    assert ids[0] == ids[1]
+@pytest.mark.asyncio
+async def test_seeded_ids_repeat() -> None:
+    """Two fakes with the same seed hand out the same run ids; seed=None gives fresh ones."""
+    assert await _first_id(3) == await _first_id(3)
+    assert await _first_id(None) != await _first_id(None)
