@@ -10,8 +10,8 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import quote
 
 import aiohttp
@@ -19,7 +19,7 @@ import attrs
 import yarl
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from ._errors import CopyAIError, PollTimeoutError
+from ._errors import CopyAIError, PollTimeoutError, ResponseFormatError
 from ._http import (
     Failure,
     RateLimiter,
@@ -42,6 +42,8 @@ API_KEY_ENV = "COPYAI_API_KEY"
 BASE_URL_ENV = "COPYAI_BASE_URL"
 API_KEY_HEADER = "x-copy-ai-api-key"
 MAX_PAGE_SIZE = 100
+
+Answer = Literal["data", "bare", "ignored"]
 
 try:
     _USER_AGENT = f"copyai-poll/{version('copyai-poll')}"
@@ -168,7 +170,11 @@ class CopyAIClient:
         path = _path("workflow", workflow_id, "run")
         data = await self._call("POST", path, json_body=body, idempotent=False)
         run = WorkflowRun.from_api(data, workflow_id=workflow_id)
-        return attrs.evolve(run, input=body["startVariables"], metadata=body.get("metadata", {}))
+        return attrs.evolve(
+            run,
+            input=MappingProxyType(body["startVariables"]),
+            metadata=MappingProxyType(body.get("metadata", {})),
+        )
 
     async def get_run(self, workflow_id: str, run_id: str) -> WorkflowRun:
         """Fetch a run as it is now.
@@ -188,23 +194,51 @@ class CopyAIClient:
 
         A run seen on an earlier page is not yielded again if new runs shift the pages.
         """
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
         seen: set[str] = set()
-        page, count = 1, 0
-        while True:
-            path = _path("workflow", workflow_id, "run")
-            data = await self._call("GET", path, params={"size": page_size, "page": page})
-            total, items = parse_page(data)
-            for item in items:
-                run = WorkflowRun.from_api(item, workflow_id=workflow_id)
-                count += 1
-                if run.id not in seen:
-                    seen.add(run.id)
-                    yield run
-            if not items or (total is not None and count >= total):
-                return
-            page += 1
+        path = _path("workflow", workflow_id, "run")
+        async for item in self._pages(path, first=1, page_size=page_size, answer="data"):
+            run = WorkflowRun.from_api(item, workflow_id=workflow_id)
+            if run.id not in seen:
+                seen.add(run.id)
+                yield run
+
+    async def register_webhook(
+        self, url: str, event_type: str, *, workflow_id: str | None = None
+    ) -> Mapping[str, Any]:
+        """Ask Copy.ai to POST run events to ``url``.
+
+        Deliveries carry the run object plus ``"type"`` (the event type) and are not
+        signed: treat them as a hint and confirm with `get_run`.
+
+        Args:
+            url: Where to deliver events.
+            event_type: ``"workflowRun.started"``, ``"workflowRun.completed"`` or
+                ``"workflowRun.failed"``.
+            workflow_id: Only this workflow's runs; None for every workflow.
+
+        Returns:
+            The webhook: ``id``, ``url``, ``eventType``, ``workflowId``.
+        """
+        body = {"url": url, "eventType": event_type}
+        if workflow_id is not None:
+            body["workflowId"] = workflow_id
+        data = await self._call("POST", "/webhook", json_body=body, idempotent=False)
+        return _object(data, "webhook")
+
+    async def get_webhook(self, webhook_id: str) -> Mapping[str, Any]:
+        """Fetch a registered webhook."""
+        return _object(await self._call("GET", _path("webhook", webhook_id)), "webhook")
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        """Delete a registered webhook (its answer's body is not documented)."""
+        await self._call("DELETE", _path("webhook", webhook_id), answer="ignored")
+
+    async def list_webhooks(
+        self, *, page_size: int = MAX_PAGE_SIZE
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        """Yield every registered webhook (this listing's pages start at 0)."""
+        async for item in self._pages("/webhook", first=0, page_size=page_size, answer="bare"):
+            yield _object(item, "webhook")
 
     async def poll_until_done(self, workflow_id: str, run_id: str, **options: Any) -> WorkflowRun:
         """Wait for a run to finish; the same as `copyai_poll.poll_until_done` on this client."""
@@ -214,6 +248,23 @@ class CopyAIClient:
         return await poll_until_done(self, workflow_id, run_id, **poll_options)
 
     # -- the request path ------------------------------------------------------------
+
+    async def _pages(
+        self, path: str, *, first: int, page_size: int, answer: Answer
+    ) -> AsyncIterator[Any]:
+        """Yield the items of page after page until ``total`` is reached or a page is empty."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        page, count = first, 0
+        while True:
+            params = {"size": page_size, "page": page}
+            total, items = parse_page(await self._call("GET", path, params=params, answer=answer))
+            for item in items:
+                count += 1
+                yield item
+            if not items or (total is not None and count >= total):
+                return
+            page += 1
 
     def _open(self) -> aiohttp.ClientSession:
         if self._state is _State.CLOSED:
@@ -235,14 +286,15 @@ class CopyAIClient:
         json_body: Any = None,
         params: Mapping[str, int] | None = None,
         idempotent: bool = True,
-        envelope: bool = True,
+        answer: Answer = "data",
     ) -> Any:
         """Send a request with retries and return the ``data`` of its answer.
 
         Args:
             idempotent: False for a request that must not be sent twice: it is then
                 retried only when it surely never reached the server.
-            envelope: False for the one answer without a ``{"status", "data"}`` wrapper.
+            answer: "data" for the ``data`` of a ``{"status", "data"}`` envelope; "bare"
+                for a JSON answer without one; "ignored" for an undocumented body.
         """
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._retry.attempts),
@@ -256,7 +308,7 @@ class CopyAIClient:
             async for attempt in retrying:
                 with attempt:
                     return await self._try_once(
-                        method, path, json_body, params, idempotent=idempotent, envelope=envelope
+                        method, path, json_body, params, idempotent=idempotent, answer=answer
                     )
         except _RetryableFailure as exc:
             raise exc.failure.error from exc.failure.error.__cause__
@@ -270,7 +322,7 @@ class CopyAIClient:
         params: Mapping[str, int] | None,
         *,
         idempotent: bool,
-        envelope: bool,
+        answer: Answer,
     ) -> Any:
         session = self._open()
         if self._limiter is not None:
@@ -288,7 +340,7 @@ class CopyAIClient:
             request_timeout=self._request_timeout,
         )
         if isinstance(outcome, Response):
-            outcome = _interpret(outcome, method=method, path=path, envelope=envelope)
+            outcome = _interpret(outcome, method=method, path=path, answer=answer)
             if not isinstance(outcome, Failure):
                 logger.debug("%s %s -> 200", method, path)
                 return outcome
@@ -317,19 +369,27 @@ class CopyAIClient:
         return wait
 
 
-def _interpret(response: Response, *, method: str, path: str, envelope: bool) -> Any:
+def _interpret(response: Response, *, method: str, path: str, answer: Answer) -> Any:
     """The ``data`` of a successful answer, or the `Failure` it amounts to."""
     if not 200 <= response.status < 300:
         return error_from_response(response, method=method, path=path)
+    if answer == "ignored":
+        return None
     try:
         payload = parse_json(response.body)
         error = envelope_error(payload, status=response.status, method=method, path=path)
         if error is not None:
             return Failure(error, transient=False, reached_server=True)
-        return unwrap_data(payload) if envelope else payload
+        return unwrap_data(payload) if answer == "data" else payload
     except CopyAIError as exc:
         # A garbled 200 is usually a proxy's or a cut connection's doing: worth a retry.
         return Failure(exc, transient=True, reached_server=True)
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ResponseFormatError(f"expected a {what} object, got {type(value).__name__}")
+    return MappingProxyType(dict(value))
 
 
 def _log_retry(method: str, path: str, state: RetryCallState) -> None:

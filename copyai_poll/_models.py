@@ -70,6 +70,13 @@ class WorkflowRun:
     error: Any = None
     raw: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False, eq=False)
 
+    def __reduce__(self) -> Any:
+        # Mapping proxies do not pickle; ship plain dicts and wrap them again on load.
+        fields = {f.name: getattr(self, f.name) for f in attrs.fields(WorkflowRun)}
+        for name in _MAPPING_FIELDS:
+            fields[name] = dict(fields[name])
+        return (_rebuild_run, (fields,))
+
     def __repr__(self) -> str:
         status = self.status.value if self.status else f"unknown {self.raw_status!r}"
         workflow = f" workflow_id={self.workflow_id!r}" if self.workflow_id else ""
@@ -116,6 +123,16 @@ class WorkflowRun:
         )
         note_unknown_status(run)
         return run
+
+
+_MAPPING_FIELDS = ("input", "output", "metadata", "raw")
+
+
+def _rebuild_run(fields: dict[str, Any]) -> WorkflowRun:
+    wrapped: dict[str, Any] = dict(fields)
+    for name in _MAPPING_FIELDS:
+        wrapped[name] = MappingProxyType(dict(fields[name]))
+    return WorkflowRun(**wrapped)
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -213,8 +230,13 @@ def _parse_id(data: Mapping[str, Any], fallback: str | None) -> str:
 def _opaque_id(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, str | int):
-        return str(value) or None
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int):
+        try:
+            return str(value)
+        except ValueError:  # over the int-to-str digit limit: no id anyone could use
+            return None
     return None
 
 

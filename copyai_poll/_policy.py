@@ -50,8 +50,8 @@ def backoff(
     """
     try:
         base = min(maximum, initial * multiplier ** max(n, 0))
-    except OverflowError:
-        base = maximum
+    except OverflowError:  # the power outgrew floats: the cap has long been reached
+        base = maximum if initial > 0 else 0.0
     if jitter:
         base *= 1 + jitter * (2 * rand() - 1)
     return max(0.0, base)

@@ -659,3 +659,56 @@ def test_nonsense_rate_is_a_value_error() -> None:
     """max_requests_per_second must be positive."""
     with pytest.raises(ValueError, match="max_requests_per_second"):
         CopyAIClient(KEY, max_requests_per_second=0)
+
+
+# -- webhooks ----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_register_webhook_posts_url_event_and_workflow(
+    client: CopyAIClient, mocked: Any
+) -> None:
+    """register_webhook sends url, eventType and workflowId, and returns the webhook."""
+    hook = {"id": "WH-1", "url": "https://me.example/hook", "eventType": "workflowRun.completed"}
+    mocked.post(
+        f"{BASE}/webhook", payload={"status": "success", "data": {**hook, "workflowId": WF}}
+    )
+
+    got = await client.register_webhook(
+        "https://me.example/hook", "workflowRun.completed", workflow_id=WF
+    )
+
+    [call] = sent(mocked, "POST", f"{BASE}/webhook")
+    assert {"url": hook["url"], "eventType": hook["eventType"], "workflowId": WF} == call.kwargs[
+        "json"
+    ]
+    assert "WH-1" == got["id"]
+
+
+@pytest.mark.asyncio
+async def test_list_webhooks_reads_bare_pages_from_zero(client: CopyAIClient, mocked: Any) -> None:
+    """list_webhooks walks pages 0, 1, ... of answers that have no status wrapper."""
+    url = f"{BASE}/webhook"
+    mocked.get(f"{url}?page=0&size=1", payload={"total": "2", "data": [{"id": "WH-1"}]})
+    mocked.get(f"{url}?page=1&size=1", payload={"total": "2", "data": [{"id": "WH-2"}]})
+
+    assert ["WH-1", "WH-2"] == [h["id"] async for h in client.list_webhooks(page_size=1)]
+
+
+@pytest.mark.asyncio
+async def test_get_and_delete_webhook(client: CopyAIClient, mocked: Any) -> None:
+    """get_webhook returns the object; delete_webhook accepts an undocumented empty body."""
+    mocked.get(f"{BASE}/webhook/WH-1", payload={"status": "success", "data": {"id": "WH-1"}})
+    mocked.delete(f"{BASE}/webhook/WH-1", status=204, body="")
+
+    assert "WH-1" == (await client.get_webhook("WH-1"))["id"]
+    assert await client.delete_webhook("WH-1") is None
+
+
+@pytest.mark.asyncio
+async def test_webhook_object_must_be_an_object(client: CopyAIClient, mocked: Any) -> None:
+    """A webhook answer whose data is not an object is a ResponseFormatError."""
+    mocked.get(f"{BASE}/webhook/WH-1", payload={"status": "success", "data": ["nope"]})
+
+    with pytest.raises(ResponseFormatError):
+        await client.get_webhook("WH-1")
