@@ -428,3 +428,20 @@ async def test_poll_many_rejects_bad_concurrency() -> None:
     with pytest.raises(ValueError, match="concurrency"):
         async for _ in poll_many(ByRunFetcher(), [(WF, "ok-0")], concurrency=0):
             pass
+
+
+@pytest.mark.asyncio
+async def test_logs_debug_per_poll_and_info_per_change_with_ids(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each poll logs at DEBUG and each change at INFO, naming the run and workflow."""
+    fetcher = ScriptedFetcher([run("PROCESSING"), run("PROCESSING"), run("COMPLETE")])
+
+    with caplog.at_level(logging.DEBUG, logger="copyai_poll"):
+        await poll(fetcher, clock)
+
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    info = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert 3 == len(debug)
+    assert 2 == len(info)
+    assert all(RUN in r.getMessage() and WF in r.getMessage() for r in debug + info)
