@@ -295,13 +295,15 @@ class LiveDisplay(Display):
             shown = view.status
         else:
             mark = _MARKS[view.outcome]
-            shown = view.outcome if view.outcome != "COMPLETE" else view.status
+            # Interrupted: where the run stood is what matters (the mark says the rest).
+            stood = view.outcome in ("COMPLETE", "INTERRUPTED")
+            shown = view.status if stood else view.outcome
         text = f"{shown:<11}"
         color = _COLORS.get(view.outcome or view.status)
         if self._color and color:
             text = f"\x1b[{color}m{text}\x1b[0m"
         retries = f"  {view.retries} retried" if view.retries else ""
-        detail = f"  {view.detail}" if view.detail else ""
+        detail = f"  {view.detail}" if view.detail and view.outcome != "INTERRUPTED" else ""
         return (
             f"{mark} {view.run_id:<24} {text} {view.elapsed:6.1f}s"
             f"  {view.polls:3d} polls{retries}{detail}"
