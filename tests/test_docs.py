@@ -66,7 +66,8 @@ def test_example_runs(where: str, source: str, tmp_path: Path, fake_api: dict[st
     env["PYTHONWARNINGS"] = "error::ResourceWarning"
     if "def test_" in source:
         (tmp_path / "test_example.py").write_text(source, encoding="utf-8")
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        command += ["-o", "asyncio_default_fixture_loop_scope=function", str(tmp_path)]
     else:
         command = [sys.executable, "-c", source]
     result = subprocess.run(
