@@ -57,8 +57,31 @@ def backoff(
     return max(0.0, base)
 
 
+class _Backoff:
+    """The n-th wait of a policy's schedule; shared by both policies."""
+
+    initial: float
+    maximum: float
+    multiplier: float
+    jitter: float
+
+    def wait(self, n: int, *, rand: Callable[[], float] = random.random) -> float:
+        """The n-th wait (n = 0, 1, ...), jitter included.
+
+        For `PollPolicy`, the wait before poll n+2; for `RetryPolicy`, after try n+1.
+        """
+        return backoff(
+            n,
+            initial=self.initial,
+            maximum=self.maximum,
+            multiplier=self.multiplier,
+            jitter=self.jitter,
+            rand=rand,
+        )
+
+
 @attrs.frozen(kw_only=True)
-class PollPolicy:
+class PollPolicy(_Backoff):
     """How long to wait between polls of one run, in seconds.
 
     The first poll is immediate; the wait before poll n+2 is
@@ -83,20 +106,9 @@ class PollPolicy:
     reset_on_change: bool = True
     not_found_grace: float = attrs.field(default=30.0, validator=_non_negative)
 
-    def wait(self, n: int, *, rand: Callable[[], float] = random.random) -> float:
-        """The wait before poll n+2, jitter included."""
-        return backoff(
-            n,
-            initial=self.initial,
-            maximum=self.maximum,
-            multiplier=self.multiplier,
-            jitter=self.jitter,
-            rand=rand,
-        )
-
 
 @attrs.frozen(kw_only=True)
-class RetryPolicy:
+class RetryPolicy(_Backoff):
     """How one failed request is retried (connection errors, timeouts, 429, 5xx).
 
     Args:
@@ -118,17 +130,6 @@ class RetryPolicy:
     multiplier: float = attrs.field(default=2.0, validator=_at_least_one)
     jitter: float = attrs.field(default=0.5, validator=_fraction)
     max_retry_after: float = attrs.field(default=120.0, validator=_non_negative)
-
-    def wait(self, n: int, *, rand: Callable[[], float] = random.random) -> float:
-        """The wait after failed try n+1 (n = 0, 1, ...), jitter included."""
-        return backoff(
-            n,
-            initial=self.initial,
-            maximum=self.maximum,
-            multiplier=self.multiplier,
-            jitter=self.jitter,
-            rand=rand,
-        )
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

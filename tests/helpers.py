@@ -19,8 +19,8 @@ KEY = "sk-test-0123456789abcdef"
 class FakeClock:
     """Virtual monotonic time: `sleep` advances it instead of waiting."""
 
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
         self.sleeps: list[float] = []
 
     def __call__(self) -> float:

@@ -35,6 +35,7 @@ from copyai_poll._http import (
     send,
     translate,
 )
+from tests.helpers import FakeClock
 
 KEY = ConnectionKey(
     host="api.copy.ai",
@@ -263,23 +264,6 @@ def test_is_loopback(host: str | None, expected: bool) -> None:
     assert expected == is_loopback(host)
 
 
-class FakeClock:
-    """A virtual clock whose sleep advances time instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        self.sleeps.append(delay)
-        wake = self.now + delay
-        await asyncio.sleep(0)
-        self.now = max(self.now, wake)
-
-
 def assert_smooth(starts: list[float], rate: float) -> None:
     gap = 1 / rate
     ordered = sorted(starts)
@@ -293,7 +277,7 @@ def assert_smooth(starts: list[float], rate: float) -> None:
 @pytest.mark.asyncio
 async def test_rate_limiter_spaces_many_tasks() -> None:
     """Spaces the starts of 50 concurrent tasks 1/rate apart, without a burst."""
-    clock = FakeClock()
+    clock = FakeClock(start=0.0)
     limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
     starts: list[float] = []
 
@@ -312,7 +296,7 @@ async def test_rate_limiter_spaces_many_tasks() -> None:
 @pytest.mark.asyncio
 async def test_rate_limiter_repeated_requests() -> None:
     """Keeps the spacing when each of several tasks sends many requests in turn."""
-    clock = FakeClock()
+    clock = FakeClock(start=0.0)
     limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
     starts: list[float] = []
 
@@ -331,7 +315,7 @@ async def test_rate_limiter_repeated_requests() -> None:
 @pytest.mark.asyncio
 async def test_rate_limiter_idle() -> None:
     """Lets a request start at once after the limiter has been idle."""
-    clock = FakeClock()
+    clock = FakeClock(start=0.0)
     limiter = RateLimiter(2, clock=clock, sleep=clock.sleep)
     await limiter.acquire()
     clock.now = 100.0
@@ -344,7 +328,7 @@ async def test_rate_limiter_idle() -> None:
 @pytest.mark.asyncio
 async def test_rate_limiter_after_idle_no_burst() -> None:
     """Does not save up unused slots while idle to spend them in a burst."""
-    clock = FakeClock()
+    clock = FakeClock(start=0.0)
     limiter = RateLimiter(4, clock=clock, sleep=clock.sleep)
     await limiter.acquire()
     clock.now = 60.0
