@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -123,57 +124,52 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_common_options(client=True)],
     )
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    client = [_common_options(client=True)]
     add = functools.partial(
         subs.add_parser, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    start = add("start", parents=client, help="start a run and print its id")
+    _add_start(
+        add("start", parents=[_common_options(client=True)], help="start a run, print its id")
+    )
+    _add_api_commands(add, [_common_options(client=True)])
+    _add_local_commands(add, [_common_options(client=False)])
+    return parser
+
+
+def _add_start(start: argparse.ArgumentParser) -> None:
     start.add_argument("workflow_id")
+    repeat: dict[str, Any] = {"type": _pair, "action": "append", "default": []}
     start.add_argument(
-        "-i",
-        "--input",
-        type=_pair,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a start variable (repeatable)",
+        "-i", "--input", metavar="NAME=VALUE", help="a start variable (repeatable)", **repeat
     )
     start.add_argument(
-        "-m",
-        "--metadata",
-        type=_pair,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a metadata entry (repeatable)",
+        "-m", "--metadata", metavar="KEY=VALUE", help="a metadata entry (repeatable)", **repeat
     )
     start.add_argument("--wait", action="store_true", help="then watch it until it ends")
     start.add_argument("--timeout", type=_seconds, help="with --wait: give up after S seconds")
-    get = add("get", parents=client, help="print a run as JSON")
+
+
+def _add_api_commands(add: Callable[..., argparse.ArgumentParser], parents: list[Any]) -> None:
+    get = add("get", parents=parents, help="print a run as JSON")
     get.add_argument("workflow_id")
     get.add_argument("run_id")
-    runs = add("runs", parents=client, help="list a workflow's runs")
+    runs = add("runs", parents=parents, help="list a workflow's runs")
     runs.add_argument("workflow_id")
     runs.add_argument("--limit", type=_positive_int, default=20, help="at most N (default 20)")
-    watch = add("watch", parents=client, help="wait for runs, showing their progress")
+    watch = add("watch", parents=parents, help="wait for runs, showing their progress")
     watch.add_argument("workflow_id")
     watch.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     watch.add_argument("--timeout", type=_seconds, help="give up on a run after S seconds")
-    fake = add(
-        "fake-server",
-        parents=[_common_options(client=False)],
-        help="serve the fake Copy.ai API (copyai_poll.testing) until Ctrl-C",
-    )
+
+
+def _add_local_commands(add: Callable[..., argparse.ArgumentParser], parents: list[Any]) -> None:
+    help_ = "serve the fake Copy.ai API (copyai_poll.testing) until Ctrl-C"
+    fake = add("fake-server", parents=parents, help=help_)
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     fake.add_argument("--api-key", default=None, help="the key the fake accepts (not a secret)")
     fake.add_argument("--demo", action="store_true", help="serve the demo's runs and faults")
-    add(
-        "demo",
-        parents=[_common_options(client=False)],
-        help="watch ~20 scripted runs on an embedded fake server (no key needed)",
-    )
-    return parser
+    help_ = "watch ~20 scripted runs on an embedded fake server (no key needed)"
+    add("demo", parents=parents, help=help_)
 
 
 @attrs.frozen(kw_only=True)
@@ -408,18 +404,16 @@ def _demo_report(
 ) -> dict[str, Any]:
     """The demo's lines (and JSON fields) beyond the usual summary."""
     polls = [r for r in fake.requests if r.route == "get_run"]
-    faults: dict[str, int] = {}
-    for record in polls:
-        if record.fault is not None and record.fault.kind != "slow":
-            name = f"{record.fault.kind} {record.fault.status}"
-            faults[name] = faults.get(name, 0) + 1
+    faults = collections.Counter(
+        f"{r.fault.kind} {r.fault.status}" for r in polls if r.fault and r.fault.kind != "slow"
+    )
     lags = _detection_lags(fake, durations, watcher)
     wrong = _unscripted(watcher, finals)
     fields = {
         "as_scripted": not wrong,
         "unscripted": wrong,
         "server_polls": len(polls),
-        "faults": faults,
+        "faults": dict(faults),
         "lag_median": round(statistics.median(lags), 3) if lags else None,
         "lag_max": round(max(lags), 3) if lags else None,
         "seconds": round(time.monotonic() - began, 1),
