@@ -109,6 +109,11 @@ def _common_options(client: bool) -> argparse.ArgumentParser:
         common.add_argument(
             "--api-key", nargs="?", action=_NoKeyOnCommandLine, help=argparse.SUPPRESS
         )
+        common.add_argument(
+            "--allow-insecure-http",
+            action="store_true",
+            help="allow sending the key over plain http to a host that is not loopback",
+        )
         common.add_argument("--poll-initial", type=_seconds, help="first wait between polls (s)")
         common.add_argument("--poll-max", type=_seconds, help="longest wait between polls (s)")
     return common
@@ -197,10 +202,16 @@ class Options:
         """A client from --base-url/--api-key-file and the environment."""
         key = overrides.pop("api_key", None) or _read_key(getattr(self.args, "api_key_file", None))
         base_url = overrides.pop("base_url", None) or getattr(self.args, "base_url", None)
+        overrides.setdefault(
+            "allow_insecure_http", getattr(self.args, "allow_insecure_http", False)
+        )
         try:
             return CopyAIClient(api_key=key, base_url=base_url, **overrides)
         except CopyAIError as exc:
-            raise UsageError(str(exc)) from None
+            message = str(exc).replace(
+                "pass allow_insecure_http=True", "pass --allow-insecure-http"
+            )
+            raise UsageError(message) from None
 
 
 def _read_key(path: str | None) -> str:
@@ -306,16 +317,12 @@ async def _runs(options: Options, _log: DisplayLogHandler) -> int:
     async with options.client() as client:
         runs = client.list_runs(args.workflow_id, page_size=min(args.limit, 100))
         count = 0
-        try:
+        async with contextlib.aclosing(runs):  # stop paging at once
             async for run in runs:
                 print(_run_line(options, run.raw, run.id, run.raw_status), flush=True)
                 count += 1
                 if count >= args.limit:
                     break
-        finally:
-            aclose = getattr(runs, "aclose", None)  # stop paging at once
-            if aclose is not None:
-                await aclose()
     return EXIT_OK
 
 

@@ -8,7 +8,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -189,7 +189,7 @@ class CopyAIClient:
 
     async def list_runs(
         self, workflow_id: str, *, page_size: int = MAX_PAGE_SIZE
-    ) -> AsyncIterator[WorkflowRun]:
+    ) -> AsyncGenerator[WorkflowRun]:
         """Yield every run of a workflow, fetching page after page (pages start at 1).
 
         A run seen on an earlier page is not yielded again if new runs shift the pages.
@@ -235,7 +235,7 @@ class CopyAIClient:
 
     async def list_webhooks(
         self, *, page_size: int = MAX_PAGE_SIZE
-    ) -> AsyncIterator[Mapping[str, Any]]:
+    ) -> AsyncGenerator[Mapping[str, Any]]:
         """Yield every registered webhook (this listing's pages start at 0)."""
         async for item in self._pages("/webhook", first=0, page_size=page_size, answer="bare"):
             yield _object(item, "webhook")
@@ -251,7 +251,7 @@ class CopyAIClient:
 
     async def _pages(
         self, path: str, *, first: int, page_size: int, answer: Answer
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any]:
         """Yield the items of page after page until ``total`` is reached or a page is empty."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
@@ -395,11 +395,13 @@ def _object(value: Any, what: str) -> Mapping[str, Any]:
 def _log_retry(method: str, path: str, state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0.0
+    # Errors raised for a response already name the request; say it once.
+    reason = str(exc).removeprefix(f"{method} {path} ")
     logger.warning(
         "%s %s failed (%s); retry %d in %.2fs",
         method,
         path,
-        exc,
+        reason,
         state.attempt_number,
         wait,
         extra={"method": method, "path": path, "attempt": state.attempt_number},

@@ -113,4 +113,5 @@ async def test_insecure_base_url_is_a_configuration_error() -> None:
     env = cli_env(None, COPYAI_API_KEY="k", COPYAI_BASE_URL="http://example.com/api")
     result = await run_cli("get", "WF", "R", env=env)
     assert 2 == result.code
+    assert "--allow-insecure-http" in result.err  # the CLI's flag, not the Python argument
     assert_one_clear_message(result, secret="k\n")
