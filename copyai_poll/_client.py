@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -44,11 +44,16 @@ API_KEY_HEADER = "x-copy-ai-api-key"
 MAX_PAGE_SIZE = 100
 
 Answer = Literal["data", "bare", "ignored"]
+T = TypeVar("T")
 
 try:
     _USER_AGENT = f"copyai-poll/{version('copyai-poll')}"
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     _USER_AGENT = "copyai-poll"
+
+
+def _unchanged(value: Any) -> Any:
+    return value
 
 
 class _State(enum.Enum):
@@ -168,8 +173,8 @@ class CopyAIClient:
         if metadata is not None:
             body["metadata"] = dict(metadata)
         path = _path("workflow", workflow_id, "run")
-        data = await self._call("POST", path, json_body=body, idempotent=False)
-        run = WorkflowRun.from_api(data, workflow_id=workflow_id)
+        parse = functools.partial(WorkflowRun.from_api, workflow_id=workflow_id)
+        run = await self._call("POST", path, json_body=body, idempotent=False, parse=parse)
         return attrs.evolve(
             run,
             input=MappingProxyType(body["startVariables"]),
@@ -184,8 +189,8 @@ class CopyAIClient:
                 after it starts; `poll_until_done` allows for that).
         """
         path = _path("workflow", workflow_id, "run", run_id)
-        data = await self._call("GET", path)
-        return WorkflowRun.from_api(data, workflow_id=workflow_id, run_id=run_id)
+        parse = functools.partial(WorkflowRun.from_api, workflow_id=workflow_id, run_id=run_id)
+        return await self._call("GET", path, parse=parse)
 
     async def list_runs(
         self, workflow_id: str, *, page_size: int = MAX_PAGE_SIZE
@@ -222,12 +227,13 @@ class CopyAIClient:
         body = {"url": url, "eventType": event_type}
         if workflow_id is not None:
             body["workflowId"] = workflow_id
-        data = await self._call("POST", "/webhook", json_body=body, idempotent=False)
-        return _object(data, "webhook")
+        return await self._call(
+            "POST", "/webhook", json_body=body, idempotent=False, parse=_webhook
+        )
 
     async def get_webhook(self, webhook_id: str) -> Mapping[str, Any]:
         """Fetch a registered webhook."""
-        return _object(await self._call("GET", _path("webhook", webhook_id)), "webhook")
+        return await self._call("GET", _path("webhook", webhook_id), parse=_webhook)
 
     async def delete_webhook(self, webhook_id: str) -> None:
         """Delete a registered webhook (its answer's body is not documented)."""
@@ -238,7 +244,7 @@ class CopyAIClient:
     ) -> AsyncGenerator[Mapping[str, Any]]:
         """Yield every registered webhook (this listing's pages start at 0)."""
         async for item in self._pages("/webhook", first=0, page_size=page_size, answer="bare"):
-            yield _object(item, "webhook")
+            yield _webhook(item)
 
     async def poll_until_done(self, workflow_id: str, run_id: str, **options: Any) -> WorkflowRun:
         """Wait for a run to finish; the same as `copyai_poll.poll_until_done` on this client."""
@@ -258,7 +264,9 @@ class CopyAIClient:
         page, count = first, 0
         while True:
             params = {"size": page_size, "page": page}
-            total, items = parse_page(await self._call("GET", path, params=params, answer=answer))
+            total, items = await self._call(
+                "GET", path, params=params, answer=answer, parse=parse_page
+            )
             for item in items:
                 count += 1
                 yield item
@@ -287,14 +295,17 @@ class CopyAIClient:
         params: Mapping[str, int] | None = None,
         idempotent: bool = True,
         answer: Answer = "data",
-    ) -> Any:
-        """Send a request with retries and return the ``data`` of its answer.
+        parse: Callable[[Any], T] = _unchanged,
+    ) -> T:
+        """Send a request with retries and return its answer, parsed.
 
         Args:
             idempotent: False for a request that must not be sent twice: it is then
                 retried only when it surely never reached the server.
             answer: "data" for the ``data`` of a ``{"status", "data"}`` envelope; "bare"
                 for a JSON answer without one; "ignored" for an undocumented body.
+            parse: Turns the decoded answer into the result; a `ResponseFormatError` it
+                raises counts as a garbled answer, retried like a 5xx for a GET.
         """
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._retry.attempts),
@@ -308,7 +319,13 @@ class CopyAIClient:
             async for attempt in retrying:
                 with attempt:
                     return await self._try_once(
-                        method, path, json_body, params, idempotent=idempotent, answer=answer
+                        method,
+                        path,
+                        json_body,
+                        params,
+                        idempotent=idempotent,
+                        answer=answer,
+                        parse=parse,
                     )
         except _RetryableFailure as exc:
             raise exc.failure.error from exc.failure.error.__cause__
@@ -323,7 +340,8 @@ class CopyAIClient:
         *,
         idempotent: bool,
         answer: Answer,
-    ) -> Any:
+        parse: Callable[[Any], T],
+    ) -> T:
         session = self._open()
         if self._limiter is not None:
             await self._limiter.acquire()
@@ -331,7 +349,7 @@ class CopyAIClient:
         if params:
             url = url.with_query(params)
         headers = {API_KEY_HEADER: self._api_key, "User-Agent": _USER_AGENT}
-        outcome = await send(
+        sent = await send(
             session,
             method,
             url,
@@ -339,15 +357,17 @@ class CopyAIClient:
             json_body=json_body,
             request_timeout=self._request_timeout,
         )
-        if isinstance(outcome, Response):
-            outcome = _interpret(outcome, method=method, path=path, answer=answer)
-            if not isinstance(outcome, Failure):
-                logger.debug("%s %s -> 200", method, path)
-                return outcome
-        retry = outcome.transient and (idempotent or not outcome.reached_server)
-        if retry:
-            raise _RetryableFailure(outcome)
-        raise outcome.error from outcome.error.__cause__
+        if isinstance(sent, Failure):
+            failure = sent
+        else:
+            result = _interpret(sent, method=method, path=path, answer=answer, parse=parse)
+            if not isinstance(result, Failure):
+                logger.debug("%s %s -> %d", method, path, sent.status)
+                return result
+            failure = result
+        if failure.transient and (idempotent or not failure.reached_server):
+            raise _RetryableFailure(failure)
+        raise failure.error from failure.error.__cause__
 
     def _should_retry(self, exc: BaseException) -> bool:
         if not isinstance(exc, _RetryableFailure):
@@ -369,26 +389,28 @@ class CopyAIClient:
         return wait
 
 
-def _interpret(response: Response, *, method: str, path: str, answer: Answer) -> Any:
-    """The ``data`` of a successful answer, or the `Failure` it amounts to."""
+def _interpret(
+    response: Response, *, method: str, path: str, answer: Answer, parse: Callable[[Any], T]
+) -> T | Failure:
+    """The parsed answer of a success, or the `Failure` it amounts to."""
     if not 200 <= response.status < 300:
         return error_from_response(response, method=method, path=path)
-    if answer == "ignored":
-        return None
     try:
+        if answer == "ignored":
+            return parse(None)
         payload = parse_json(response.body)
         error = envelope_error(payload, status=response.status, method=method, path=path)
         if error is not None:
             return Failure(error, transient=False, reached_server=True)
-        return unwrap_data(payload) if answer == "data" else payload
+        return parse(unwrap_data(payload) if answer == "data" else payload)
     except CopyAIError as exc:
         # A garbled 200 is usually a proxy's or a cut connection's doing: worth a retry.
         return Failure(exc, transient=True, reached_server=True)
 
 
-def _object(value: Any, what: str) -> Mapping[str, Any]:
+def _webhook(value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise ResponseFormatError(f"expected a {what} object, got {type(value).__name__}")
+        raise ResponseFormatError(f"expected a webhook object, got {type(value).__name__}")
     return MappingProxyType(dict(value))
 
 

@@ -505,6 +505,20 @@ async def test_garbled_200_is_retried_then_a_format_error(
 
 
 @pytest.mark.asyncio
+async def test_200_whose_data_is_not_a_run_is_retried(client: CopyAIClient, mocked: Any) -> None:
+    """A well-formed envelope around something that is not a run is retried like a 5xx."""
+    mocked.get(RUN_URL, payload={"status": "success", "data": "not a run"})
+    mocked.get(RUN_URL, payload={"status": "success", "data": {"status": "NEW"}})  # no id is fine
+    mocked.get(RUN_URL, payload=body("COMPLETE"))
+
+    got = await client.get_run(WF, RUN)
+
+    assert RunStatus.NEW == got.status
+    assert RUN == got.id  # the id asked for stands in for a missing one
+    assert 2 == len(sent(mocked, "GET", RUN_URL))
+
+
+@pytest.mark.asyncio
 async def test_garbled_200_recovers(client: CopyAIClient, mocked: Any) -> None:
     """A truncated 200 followed by a good one returns the run."""
     mocked.get(RUN_URL, body='{"status": "succ')
@@ -708,7 +722,9 @@ async def test_get_and_delete_webhook(client: CopyAIClient, mocked: Any) -> None
 @pytest.mark.asyncio
 async def test_webhook_object_must_be_an_object(client: CopyAIClient, mocked: Any) -> None:
     """A webhook answer whose data is not an object is a ResponseFormatError."""
-    mocked.get(f"{BASE}/webhook/WH-1", payload={"status": "success", "data": ["nope"]})
+    mocked.get(
+        f"{BASE}/webhook/WH-1", payload={"status": "success", "data": ["nope"]}, repeat=True
+    )
 
     with pytest.raises(ResponseFormatError):
         await client.get_webhook("WH-1")
