@@ -6,10 +6,12 @@ module says no.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,7 +75,10 @@ class FakeState:
     _workflow_quirks: dict[str, Quirks] = attrs.field(factory=dict, init=False)
     _run_quirks: dict[str, Quirks] = attrs.field(factory=dict, init=False)
     _webhooks: dict[str, Webhook] = attrs.field(factory=dict, init=False)
-    _pending: set[str] = attrs.field(factory=set, init=False)
+    # (when it is due to finish, tie-break, run id): `check` looks only at runs whose
+    # finish is due, so a request costs the same however many runs are in progress.
+    _due: list[tuple[float, int, str]] = attrs.field(factory=list, init=False)
+    _order: Iterator[int] = attrs.field(factory=itertools.count, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._ids = random.Random(f"ids-{self.seed}" if self.seed is not None else None)
@@ -101,7 +106,7 @@ class FakeState:
         )
         run = _Run(facts=facts, started=self.clock(), script=self._script_for(workflow_id))
         self._runs[facts.id] = run
-        self._pending.add(facts.id)
+        self._expect_finish(run)
         self._emit(run, STARTED)
         return facts.id
 
@@ -168,7 +173,7 @@ class FakeState:
         if run_id is not None:
             run = self._run(run_id)
             run.script, run.manual = script, None
-            self._pending.add(run_id)
+            self._expect_finish(run)
         elif workflow_id is not None:
             self._workflow_scripts[workflow_id] = script
         else:
@@ -201,7 +206,7 @@ class FakeState:
         """Move a run by hand; its script no longer drives it."""
         run = self._run(run_id)
         run.manual = Phase(status=status, output=output or {}, error=error)
-        self._pending.add(run_id)
+        self._expect_finish(run)
         self.check()
 
     # Events.
@@ -209,12 +214,23 @@ class FakeState:
     def check(self) -> None:
         """Emit the completed/failed events of runs that have just finished."""
         now = self.clock()
-        for run_id in list(self._pending):
+        while self._due and self._due[0][0] <= now:
+            _, _, run_id = heapq.heappop(self._due)
             run = self._runs[run_id]
             phase = run.phase_at(now)
             if phase.terminal:
-                self._pending.discard(run_id)
                 self._emit(run, _TERMINAL_EVENTS[phase.status])
+            elif run.manual is None:
+                # A stale entry (the script changed since), or rounding that puts the
+                # script's end a hair after `started + duration`: look again then.
+                self._push(run_id, max(now + 1e-9, run.started + run.script.duration))
+
+    def _expect_finish(self, run: _Run) -> None:
+        due = self.clock() if run.manual else run.started + run.script.duration
+        self._push(run.facts.id, due)
+
+    def _push(self, run_id: str, due: float) -> None:
+        heapq.heappush(self._due, (due, next(self._order), run_id))
 
     def _emit(self, run: _Run, event_type: str) -> None:
         if event_type in run.notified:

@@ -107,6 +107,27 @@ async def test_webhook_filtered_by_workflow(
 
 
 @pytest.mark.asyncio
+async def test_rescripted_run_completes_at_its_new_end_once(
+    fake: FakeCopyAI, manual_clock: ManualClock, api: Api, receiver: Receiver
+) -> None:
+    """A run given a longer script mid-way fires completed at the new end, and only once."""
+    fake.set_script(Script.completes(("PROCESSING", 1)))
+    fake.register_webhook(receiver.url, COMPLETED)
+    run_id = await api.start()
+    fake.set_script(Script.completes(("PROCESSING", 3)), run_id=run_id)
+
+    manual_clock.advance(1.5)  # past the old end: nothing yet
+    early = len(await fake.flush_webhooks())
+    manual_clock.advance(1.5)  # past the new end
+    await fake.flush_webhooks()
+    manual_clock.advance(5)
+    await fake.flush_webhooks()
+
+    assert 0 == early
+    assert [run_id] == [body["id"] for body in receiver.received]
+
+
+@pytest.mark.asyncio
 async def test_manual_move_fires_completed(fake: FakeCopyAI, api: Api, receiver: Receiver) -> None:
     """Moving a run to COMPLETE by hand sends workflowRun.completed with the given output."""
     fake.register_webhook(receiver.url, COMPLETED)
