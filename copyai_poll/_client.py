@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
+import json
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -106,8 +109,10 @@ class CopyAIClient:
     ) -> None:
         self._api_key = _resolve_key(api_key)
         self._base_url = _resolve_base_url(base_url, allow_insecure_http)
-        if not (request_timeout > 0):
-            raise ValueError(f"request_timeout must be > 0, got {request_timeout!r}")
+        if not (0 < request_timeout < math.inf):
+            raise ValueError(
+                f"request_timeout must be a finite number > 0, got {request_timeout!r}"
+            )
         self._session = session
         self._owns_session = session is None
         self._retry = retry
@@ -119,6 +124,7 @@ class CopyAIClient:
             else RateLimiter(max_requests_per_second, time.monotonic, self._sleep_hook)
         )
         self._state = _State.UNOPENED
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"<CopyAIClient base_url={str(self._base_url)!r} state={self._state.value}>"
@@ -174,7 +180,10 @@ class CopyAIClient:
             body["metadata"] = dict(metadata)
         path = _path("workflow", workflow_id, "run")
         parse = functools.partial(WorkflowRun.from_api, workflow_id=workflow_id)
-        run = await self._call("POST", path, json_body=body, idempotent=False, parse=parse)
+        ids = {"workflow_id": workflow_id}
+        run = await self._call(
+            "POST", path, json_body=body, idempotent=False, parse=parse, log_ids=ids
+        )
         return attrs.evolve(
             run,
             input=MappingProxyType(body["startVariables"]),
@@ -190,7 +199,8 @@ class CopyAIClient:
         """
         path = _path("workflow", workflow_id, "run", run_id)
         parse = functools.partial(WorkflowRun.from_api, workflow_id=workflow_id, run_id=run_id)
-        return await self._call("GET", path, parse=parse)
+        ids = {"workflow_id": workflow_id, "run_id": run_id}
+        return await self._call("GET", path, parse=parse, log_ids=ids)
 
     async def list_runs(
         self, workflow_id: str, *, page_size: int = MAX_PAGE_SIZE
@@ -199,12 +209,11 @@ class CopyAIClient:
 
         A run seen on an earlier page is not yielded again if new runs shift the pages.
         """
-        seen: set[str] = set()
         path = _path("workflow", workflow_id, "run")
-        async for item in self._pages(path, first=1, page_size=page_size, answer="data"):
-            run = WorkflowRun.from_api(item, workflow_id=workflow_id)
-            if run.id not in seen:
-                seen.add(run.id)
+        parse = functools.partial(WorkflowRun.from_api, workflow_id=workflow_id)
+        pages = self._pages(path, first=1, page_size=page_size, answer="data", parse=parse)
+        async with contextlib.aclosing(pages):
+            async for run in pages:
                 yield run
 
     async def register_webhook(
@@ -243,8 +252,12 @@ class CopyAIClient:
         self, *, page_size: int = MAX_PAGE_SIZE
     ) -> AsyncGenerator[Mapping[str, Any]]:
         """Yield every registered webhook (this listing's pages start at 0)."""
-        async for item in self._pages("/webhook", first=0, page_size=page_size, answer="bare"):
-            yield _webhook(item)
+        pages = self._pages(
+            "/webhook", first=0, page_size=page_size, answer="bare", parse=_webhook
+        )
+        async with contextlib.aclosing(pages):
+            async for webhook in pages:
+                yield webhook
 
     async def poll_until_done(self, workflow_id: str, run_id: str, **options: Any) -> WorkflowRun:
         """Wait for a run to finish; the same as `copyai_poll.poll_until_done` on this client."""
@@ -256,30 +269,53 @@ class CopyAIClient:
     # -- the request path ------------------------------------------------------------
 
     async def _pages(
-        self, path: str, *, first: int, page_size: int, answer: Answer
-    ) -> AsyncGenerator[Any]:
-        """Yield the items of page after page until ``total`` is reached or a page is empty."""
+        self,
+        path: str,
+        *,
+        first: int,
+        page_size: int,
+        answer: Answer,
+        parse: Callable[[Any], T],
+    ) -> AsyncGenerator[T]:
+        """Yield the parsed items of page after page, each once.
+
+        Stops once ``total`` items came, or a page brings nothing new: an empty page, or
+        a server that ignores ``page`` and repeats itself (``total`` can lie).
+        """
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        seen: set[str] = set()
         page, count = first, 0
         while True:
             params = {"size": page_size, "page": page}
             total, items = await self._call(
                 "GET", path, params=params, answer=answer, parse=parse_page
             )
-            for item in items:
+            fresh = 0
+            for parsed in map(parse, items):
                 count += 1
-                yield item
-            if not items or (total is not None and count >= total):
+                key = _identity(parsed)
+                if key not in seen:
+                    seen.add(key)
+                    fresh += 1
+                    yield parsed
+            if not fresh or (total is not None and count >= total):
                 return
             page += 1
 
     def _open(self) -> aiohttp.ClientSession:
         if self._state is _State.CLOSED:
             raise RuntimeError("this CopyAIClient is closed; create a new one")
-        self._state = _State.OPEN
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop:
+            raise RuntimeError(
+                "this CopyAIClient was opened in another event loop; create one per loop"
+            )
+        self._state, self._loop = _State.OPEN, loop
         if self._session is None:
             self._session = aiohttp.ClientSession()
+        elif self._session.closed:
+            raise RuntimeError("the aiohttp session given to CopyAIClient is closed")
         return self._session
 
     async def _sleep_hook(self, seconds: float) -> None:
@@ -296,6 +332,7 @@ class CopyAIClient:
         idempotent: bool = True,
         answer: Answer = "data",
         parse: Callable[[Any], T] = _unchanged,
+        log_ids: Mapping[str, str] | None = None,
     ) -> T:
         """Send a request with retries and return its answer, parsed.
 
@@ -306,13 +343,14 @@ class CopyAIClient:
                 for a JSON answer without one; "ignored" for an undocumented body.
             parse: Turns the decoded answer into the result; a `ResponseFormatError` it
                 raises counts as a garbled answer, retried like a 5xx for a GET.
+            log_ids: The workflow and run ids, for the retry log records' ``extra``.
         """
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._retry.attempts),
             wait=self._retry_wait,
             retry=retry_if_exception(self._should_retry),
             sleep=self._sleep_hook,
-            before_sleep=functools.partial(_log_retry, method, path),
+            before_sleep=functools.partial(_log_retry, method, path, log_ids or {}),
             reraise=True,
         )
         try:
@@ -382,7 +420,8 @@ class CopyAIClient:
         retry_after = getattr(error, "retry_after", None)
         wait = self._retry.wait(state.attempt_number - 1) if retry_after is None else retry_after
         left = time_left.get()
-        if left is not None and wait >= left():
+        last_try = state.attempt_number >= self._retry.attempts  # no retry: no wait to judge
+        if left is not None and not last_try and wait >= left():
             raise PollTimeoutError(
                 f"the next retry would wait {wait:.1f}s, past the poll's deadline ({error})"
             ) from error
@@ -408,13 +447,20 @@ def _interpret(
         return Failure(exc, transient=True, reached_server=True)
 
 
+def _identity(item: Any) -> str:
+    """What makes a listed item the same as one seen before: its id, else its content."""
+    if isinstance(item, WorkflowRun):
+        return item.id
+    return json.dumps(item.get("id") or dict(item), sort_keys=True, default=str)
+
+
 def _webhook(value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ResponseFormatError(f"expected a webhook object, got {type(value).__name__}")
     return MappingProxyType(dict(value))
 
 
-def _log_retry(method: str, path: str, state: RetryCallState) -> None:
+def _log_retry(method: str, path: str, ids: Mapping[str, str], state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0.0
     # Errors raised for a response already name the request; say it once.
@@ -426,7 +472,7 @@ def _log_retry(method: str, path: str, state: RetryCallState) -> None:
         reason,
         state.attempt_number,
         wait,
-        extra={"method": method, "path": path, "attempt": state.attempt_number},
+        extra={"method": method, "path": path, "attempt": state.attempt_number, **ids},
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import attrs
 import yarl
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._errors import APIConnectionError, APIError, CopyAIError, error_class_for
 from ._models import parse_json
@@ -68,6 +69,7 @@ async def send(
             json=json_body,
             timeout=aiohttp.ClientTimeout(total=request_timeout),
             allow_redirects=False,  # the key must never follow a redirect elsewhere
+            raise_for_status=False,  # a borrowed session's own setting must not apply
         ) as resp:
             body = await _read_limited(resp)
             return Response(resp.status, body, resp.headers.get("Retry-After"))
@@ -97,8 +99,22 @@ def translate(exc: BaseException, *, method: str, request_timeout: float) -> Fai
 
 
 def _caused(failure: Failure, exc: BaseException) -> Failure:
-    failure.error.__cause__ = exc
+    failure.error.__cause__ = _without_secrets(exc)
     return failure
+
+
+def _without_secrets(exc: BaseException) -> BaseException:
+    """Blank the request headers (the API key among them) that aiohttp errors carry.
+
+    The error stays chained for debugging, but its repr must not print the key.
+    """
+    if isinstance(exc, aiohttp.ClientResponseError):
+        info = exc.request_info
+        exc.request_info = aiohttp.RequestInfo(
+            info.url, info.method, CIMultiDictProxy(CIMultiDict()), info.real_url
+        )
+        exc.history = ()
+    return exc
 
 
 def error_from_response(response: Response, *, method: str, path: str) -> Failure:

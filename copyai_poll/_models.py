@@ -198,7 +198,8 @@ _warned_lock = threading.Lock()
 
 def note_unknown_status(run: WorkflowRun) -> None:
     """Log an undocumented status at WARNING, once per distinct text per process."""
-    if run.status is not None or not run.raw_status:
+    sent = bool(run.raw_status) or isinstance(run.raw.get("status"), str)  # "" is one too
+    if run.status is not None or not sent:
         return
     with _warned_lock:
         if run.raw_status in _warned or len(_warned) >= _MAX_WARNED:

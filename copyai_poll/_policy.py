@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -17,6 +18,18 @@ def _non_negative(_inst: Any, attribute: Any, value: float) -> None:
     # `not (x >= 0)` also rejects NaN.
     if not (value >= 0):
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _finite(_inst: Any, attribute: Any, value: float) -> None:
+    _non_negative(_inst, attribute, value)
+    if value == math.inf:
+        raise ValueError(f"{attribute.name} must be finite, got {value!r}")
+
+
+def _whole_number(_inst: Any, attribute: Any, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{attribute.name} must be a whole number, got {value!r}")
+    _at_least_one(_inst, attribute, value)
 
 
 def _at_least_one(_inst: Any, attribute: Any, value: float) -> None:
@@ -99,7 +112,7 @@ class PollPolicy(_Backoff):
             yet" and is polled again rather than raised as `NotFoundError`.
     """
 
-    initial: float = attrs.field(default=1.0, validator=_non_negative)
+    initial: float = attrs.field(default=1.0, validator=_finite)
     maximum: float = attrs.field(default=10.0, validator=_maximum_not_below_initial)
     multiplier: float = attrs.field(default=1.5, validator=_at_least_one)
     jitter: float = attrs.field(default=0.1, validator=_fraction)
@@ -124,12 +137,16 @@ class RetryPolicy(_Backoff):
     A ``Retry-After`` header (seconds or an HTTP date) replaces the computed wait.
     """
 
-    attempts: int = attrs.field(default=4, validator=_at_least_one)
-    initial: float = attrs.field(default=0.5, validator=_non_negative)
+    attempts: int = attrs.field(default=4, validator=_whole_number)
+    initial: float = attrs.field(default=0.5, validator=_finite)
     maximum: float = attrs.field(default=8.0, validator=_maximum_not_below_initial)
     multiplier: float = attrs.field(default=2.0, validator=_at_least_one)
     jitter: float = attrs.field(default=0.5, validator=_fraction)
     max_retry_after: float = attrs.field(default=120.0, validator=_non_negative)
+
+
+# RFC 9110 delay-seconds are digits; a fraction is tolerated, Python's "1_0" or "1e3" not.
+_DELTA_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -142,9 +159,9 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         return None
     value = value.strip()
     seconds: float | None
-    try:
+    if _DELTA_SECONDS.fullmatch(value):
         seconds = float(value)
-    except ValueError:
+    else:
         seconds = _seconds_until(value, now or datetime.now(UTC))
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return None
@@ -154,7 +171,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 def _seconds_until(http_date: str, now: datetime) -> float | None:
     try:
         when = parsedate_to_datetime(http_date)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

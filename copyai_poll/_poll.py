@@ -190,15 +190,25 @@ def _ids(item: tuple[str, str] | WorkflowRun) -> tuple[str, str]:
 async def _outcome(
     fetcher: RunFetcher, workflow_id: str, run_id: str, options: PollOptions
 ) -> RunOutcome:
+    seen: list[WorkflowRun] = []  # the last run observed, kept whatever ends the poll
+    user_on_poll = options.get("on_poll")
+
+    async def on_poll(polled: WorkflowRun) -> None:
+        seen[:] = [polled]
+        if user_on_poll is not None:
+            await _call(user_on_poll, polled)
+
+    def outcome(run: WorkflowRun | None, error: Exception | None) -> RunOutcome:
+        return RunOutcome(workflow_id=workflow_id, run_id=run_id, run=run, error=error)
+
+    watched: PollOptions = {**options, "on_poll": on_poll}
     try:
-        run = await poll_until_done(fetcher, workflow_id, run_id, **options)
+        run = await poll_until_done(fetcher, workflow_id, run_id, **watched)
     except RunFailedError as exc:
-        return RunOutcome(workflow_id=workflow_id, run_id=run_id, run=exc.run, error=exc)
-    except PollTimeoutError as exc:
-        return RunOutcome(workflow_id=workflow_id, run_id=run_id, run=exc.last_run, error=exc)
+        return outcome(exc.run, exc)
     except Exception as exc:
-        return RunOutcome(workflow_id=workflow_id, run_id=run_id, run=None, error=exc)
-    return RunOutcome(workflow_id=workflow_id, run_id=run_id, run=run, error=None)
+        return outcome(seen[0] if seen else None, exc)
+    return outcome(run, None)
 
 
 async def _call(callback: Callable[[Any], Any], arg: Any) -> None:
@@ -324,7 +334,16 @@ class _Poller:
 
     def _not_visible_yet(self, exc: BaseException) -> bool:
         elapsed = self._clock() - self._started
-        return isinstance(exc, NotFoundError) and elapsed <= self._policy.not_found_grace
+        if not isinstance(exc, NotFoundError) or elapsed > self._policy.not_found_grace:
+            return False
+        logger.debug(
+            "poll %d of run %s (workflow %s): not visible yet (404)",
+            self._polls,
+            self._run_id,
+            self._workflow_id,
+            extra={"run_id": self._run_id, "workflow_id": self._workflow_id},
+        )
+        return True
 
     def _time_left(self) -> float:
         return math.inf if self._deadline is None else self._deadline - self._clock()
