@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
-from urllib.parse import quote
 
 import attrs
 
@@ -401,11 +400,8 @@ class Watcher:
     def on_retry(self, record: logging.LogRecord) -> None:
         """Count a retried request, and show it against its run when it names one."""
         self.retries += 1
-        path = str(getattr(record, "path", ""))
-        view = next(
-            (v for v in self.views.values() if path.endswith("/run/" + quote(v.run_id, safe=""))),
-            None,
-        )
+        ids = (getattr(record, "workflow_id", None), getattr(record, "run_id", None))
+        view = self.views.get(ids)  # type: ignore[arg-type]
         if view is not None:
             view.retries += 1
         self.display.retry(view, record.getMessage(), int(getattr(record, "attempt", 0)))
