@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import statistics
 import sys
@@ -75,9 +76,26 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
+    if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
+
+
+def _id(text: str) -> str:
+    """A workflow or run id: opaque, but not empty and sendable as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"not a valid id: {text!r}") from None
+    if not text:
+        raise argparse.ArgumentTypeError("an id must not be empty")
+    return text
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
 
 
 def _positive_int(text: str) -> int:
@@ -141,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_start(start: argparse.ArgumentParser) -> None:
-    start.add_argument("workflow_id")
+    start.add_argument("workflow_id", type=_id)
     repeat: dict[str, Any] = {"type": _pair, "action": "append", "default": []}
     start.add_argument(
         "-i", "--input", metavar="NAME=VALUE", help="a start variable (repeatable)", **repeat
@@ -155,14 +173,14 @@ def _add_start(start: argparse.ArgumentParser) -> None:
 
 def _add_api_commands(add: Callable[..., argparse.ArgumentParser], parents: list[Any]) -> None:
     get = add("get", parents=parents, help="print a run as JSON")
-    get.add_argument("workflow_id")
-    get.add_argument("run_id")
+    get.add_argument("workflow_id", type=_id)
+    get.add_argument("run_id", type=_id)
     runs = add("runs", parents=parents, help="list a workflow's runs")
-    runs.add_argument("workflow_id")
+    runs.add_argument("workflow_id", type=_id)
     runs.add_argument("--limit", type=_positive_int, default=20, help="at most N (default 20)")
     watch = add("watch", parents=parents, help="wait for runs, showing their progress")
-    watch.add_argument("workflow_id")
-    watch.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    watch.add_argument("workflow_id", type=_id)
+    watch.add_argument("run_ids", nargs="+", metavar="RUN_ID", type=_id)
     watch.add_argument("--timeout", type=_seconds, help="give up on a run after S seconds")
 
 
@@ -170,7 +188,7 @@ def _add_local_commands(add: Callable[..., argparse.ArgumentParser], parents: li
     help_ = "serve the fake Copy.ai API (copyai_poll.testing) until Ctrl-C"
     fake = add("fake-server", parents=parents, help=help_)
     fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    fake.add_argument("--port", type=_port, default=8080, help="0 picks a free port")
     fake.add_argument("--api-key", default=None, help="the key the fake accepts (not a secret)")
     fake.add_argument("--demo", action="store_true", help="serve the demo's runs and faults")
     help_ = "watch ~20 scripted runs on an embedded fake server (no key needed)"
@@ -221,7 +239,7 @@ def _read_key(path: str | None) -> str:
             raise UsageError(f"no API key: set {API_KEY_ENV} or pass --api-key-file PATH")
         return key
     try:
-        with open(path, encoding="utf-8") as file:
+        with open(path, encoding="utf-8-sig") as file:  # -sig: editors may add a BOM
             key = file.read().strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(
@@ -250,6 +268,23 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(describe(exc), EXIT_API)
         except KeyboardInterrupt:
             return _fail("interrupted", EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            return _reader_left()
+        except ExceptionGroup as group:  # from the TaskGroup of `watch`
+            _, rest = group.split(BrokenPipeError)
+            if rest is not None:
+                raise
+            return _reader_left()
+
+
+def _reader_left() -> int:
+    """Stdout's reader left (``| head``): stop quietly, as other tools do.
+
+    Python's exit-time flush of stdout would raise again; point it at devnull (the recipe
+    in the docs of the `signal` module).
+    """
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK
 
 
 def _fail(message: str, code: int) -> int:
@@ -349,12 +384,20 @@ async def _fake_server(options: Options, _log: DisplayLogHandler) -> int:
         settings["api_key"] = args.api_key
     server = FakeCopyAI.demo(**settings) if args.demo else FakeCopyAI(**settings)
     try:
-        await serve(server)
+        if options.json:
+            await serve(server, announce=None, on_ready=_announce_json)
+        else:
+            await serve(server)
     except OSError as exc:  # the port is taken, the host is not ours, ...
         raise UsageError(
             f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from None
     return EXIT_OK
+
+
+def _announce_json(server: FakeCopyAI) -> None:
+    event = {"event": "serving", "base_url": server.base_url, "api_key": server.api_key}
+    print(json.dumps(event), flush=True)
 
 
 # -- demo ------------------------------------------------------------------------------

@@ -272,23 +272,32 @@ class LiveDisplay(Display):
         if self._done:
             return
         width, height = shutil.get_terminal_size()
-        lines = self._rows(max(1, height - 2))
+        lines = [self._fit(row, width - 1) for row in self._rows(max(1, height - 2))]
         up = f"\x1b[{self._drawn}A" if self._drawn else ""
-        body = "".join(f"\r\x1b[2K{line[: width - 1]}\n" for line in lines)
+        body = "".join(f"\r\x1b[2K{line}\n" for line in lines)
         self.out.write(up + body)
         self.out.flush()
         self._drawn = len(lines)
 
-    def _rows(self, room: int) -> list[str]:
+    def _rows(self, room: int) -> list[_Row]:
         views = self._views
         if len(views) <= room:
             return [self._row(v) for v in views]
         shown = views[: room - 1]
         rest = views[room - 1 :]
         done = sum(v.outcome is not None for v in rest)
-        return [*map(self._row, shown), f"  … and {len(rest)} more ({done} done)"]
+        return [*map(self._row, shown), _Row(f"  … and {len(rest)} more ({done} done)")]
 
-    def _row(self, view: RunView) -> str:
+    def _fit(self, row: _Row, width: int) -> str:
+        """Cut a row to ``width`` visible characters, then colour it: never mid-escape."""
+        head = row.head[:width]
+        status = row.status[: width - len(head)]
+        tail = row.tail[: width - len(head) - len(status)]
+        if self._color and row.color and status:
+            status = f"\x1b[{row.color}m{status}\x1b[0m"
+        return head + status + tail
+
+    def _row(self, view: RunView) -> _Row:
         if view.outcome is None:
             mark = _SPINNER[self._frame % len(_SPINNER)]
             shown = view.status
@@ -297,16 +306,24 @@ class LiveDisplay(Display):
             # Interrupted: where the run stood is what matters (the mark says the rest).
             stood = view.outcome in ("COMPLETE", "INTERRUPTED")
             shown = view.status if stood else view.outcome
-        text = f"{shown:<11}"
-        color = _COLORS.get(view.outcome or view.status)
-        if self._color and color:
-            text = f"\x1b[{color}m{text}\x1b[0m"
         retries = f"  {view.retries} retried" if view.retries else ""
         detail = f"  {view.detail}" if view.detail and view.outcome != "INTERRUPTED" else ""
-        return (
-            f"{mark} {view.run_id:<24} {text} {view.elapsed:6.1f}s"
-            f"  {view.polls:3d} polls{retries}{detail}"
+        return _Row(
+            head=f"{mark} {view.run_id:<24} ",
+            status=f"{shown:<11}",
+            tail=f" {view.elapsed:6.1f}s  {view.polls:3d} polls{retries}{detail}",
+            color=_COLORS.get(view.outcome or view.status),
         )
+
+
+@attrs.frozen
+class _Row:
+    """One line of the live table, in parts so it can be cut before it is coloured."""
+
+    head: str
+    status: str = ""
+    tail: str = ""
+    color: str | None = None
 
 
 def choose_display(*, json_mode: bool, out: TextIO, err: TextIO) -> Display:

@@ -157,10 +157,15 @@ class StatusChange:
         )
 
 
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; Python accepts them, and would pass them on.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_json(body: bytes | str) -> Any:
     """Decode a response body, or raise `ResponseFormatError`."""
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_refuse_constant)
     # RecursionError: a hostile, deeply nested body must not escape as such.
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ResponseFormatError(f"response body is not JSON: {_excerpt(body)}") from exc

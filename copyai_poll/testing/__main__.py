@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 from collections.abc import Sequence
 
 from ._serve import serve
 from ._server import FakeCopyAI
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a fake Copy.ai Workflows API until Ctrl-C.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind")
-    parser.add_argument("--port", type=int, default=8080, help="port to bind (0: any free)")
+    parser.add_argument("--port", type=_port, default=8080, help="port to bind (0: any free)")
     parser.add_argument("--api-key", default="test-key", help="the key clients must send")
     parser.add_argument("--seed", type=int, default=0, help="seeds run ids and faults")
     parser.add_argument(
@@ -32,9 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = {"host": args.host, "port": args.port, "api_key": args.api_key, "seed": args.seed}
     server = FakeCopyAI.demo(**options) if args.demo else FakeCopyAI(**options)
-    # KeyboardInterrupt: where signal handlers cannot be installed (Windows).
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(serve(server))
+    except KeyboardInterrupt:  # where signal handlers cannot be installed (Windows)
+        pass
+    except OSError as exc:  # the port is taken, the address is not ours, stdout closed...
+        print(f"python -m copyai_poll.testing: cannot serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

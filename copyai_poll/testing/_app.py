@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,10 +62,17 @@ def make_app(backend: Backend) -> web.Application:
     return app
 
 
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
 @web.middleware
 async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     backend = request.app[BACKEND]
     route = request.match_info.route.name
+    try:
+        await request.read()  # aiohttp keeps it for the handler
+    except web.HTTPRequestEntityTooLarge:
+        return web.json_response(error_body("PAYLOAD_TOO_LARGE"), status=413)
     index = await _record(request, backend, route)
     backend.state.check()
     if route == "get_run":
@@ -81,7 +89,7 @@ async def _record(request: web.Request, backend: Backend, route: str | None) -> 
     body: Any = None
     if raw:
         try:
-            body = json.loads(raw)
+            body = _decode(raw)
         except ValueError:
             body = raw.decode("utf-8", "replace")
     backend.requests.append(
@@ -168,19 +176,34 @@ async def _json_body(request: web.Request) -> Any:
     if not raw:
         return None
     try:
-        return json.loads(raw)
+        return _decode(raw)
     except ValueError:
         raise validation_error("body", "Invalid JSON") from None
+
+
+def _decode(raw: bytes) -> Any:
+    """Strict JSON: NaN and Infinity are refused, and so is a hostile depth of nesting.
+
+    Raises:
+        ValueError: The body is not JSON.
+    """
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     text = request.query.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise validation_error(name, "Expected an integer") from None
+    if not _DIGITS.fullmatch(text):  # int() would also take "1_0", " 5" and "+5"
+        raise validation_error(name, "Expected an integer")
+    value = int(text)
     if not low <= value <= high:
         raise validation_error(name, f"Expected an integer from {low} to {high}")
     return value

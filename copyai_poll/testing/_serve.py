@@ -19,6 +19,7 @@ async def serve(
     *,
     stop: asyncio.Event | None = None,
     announce: Callable[[str], None] | None = _say,
+    on_ready: Callable[[FakeCopyAI], None] | None = None,
 ) -> None:
     """Serve ``server`` until ``stop`` is set, or until SIGINT/SIGTERM.
 
@@ -27,6 +28,8 @@ async def serve(
         stop: Set it to stop. Without one, SIGINT and SIGTERM stop the server.
         announce: Called with each line saying where the server is and its key; None
             for silence.
+        on_ready: Called with the started server, for callers that want its address
+            as data rather than as lines of text.
     """
     server = server if server is not None else FakeCopyAI(port=8080)
     loop = asyncio.get_running_loop()
@@ -39,6 +42,8 @@ async def serve(
             if announce is not None:
                 announce(f"Fake Copy.ai API serving at {server.base_url}")
                 announce(f"API key: {server.api_key}")
+            if on_ready is not None:
+                on_ready(server)
             await stop.wait()
     finally:
         for sig in installed:
