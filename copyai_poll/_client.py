@@ -9,19 +9,18 @@ import functools
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
-from urllib.parse import quote
 
 import aiohttp
 import attrs
 import yarl
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from ._config import path_of, resolve_base_url, resolve_key
 from ._errors import CopyAIError, PollTimeoutError, ResponseFormatError
 from ._http import (
     Failure,
@@ -29,7 +28,6 @@ from ._http import (
     Response,
     envelope_error,
     error_from_response,
-    is_loopback,
     send,
 )
 from ._models import WorkflowRun, parse_json, parse_page, unwrap_data
@@ -40,9 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("copyai_poll")
 
-DEFAULT_BASE_URL = "https://api.copy.ai/api"
-API_KEY_ENV = "COPYAI_API_KEY"
-BASE_URL_ENV = "COPYAI_BASE_URL"
 API_KEY_HEADER = "x-copy-ai-api-key"
 MAX_PAGE_SIZE = 100
 
@@ -107,8 +102,8 @@ class CopyAIClient:
         max_requests_per_second: float | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
-        self._api_key = _resolve_key(api_key)
-        self._base_url = _resolve_base_url(base_url, allow_insecure_http)
+        self._api_key = resolve_key(api_key)
+        self._base_url = resolve_base_url(base_url, allow_insecure_http)
         if not (0 < request_timeout < math.inf):
             raise ValueError(
                 f"request_timeout must be a finite number > 0, got {request_timeout!r}"
@@ -178,7 +173,7 @@ class CopyAIClient:
         body: dict[str, Any] = {"startVariables": dict(start_variables)}
         if metadata is not None:
             body["metadata"] = dict(metadata)
-        path = _path("workflow", workflow_id, "run")
+        path = path_of("workflow", workflow_id, "run")
         parse = functools.partial(WorkflowRun.from_api, workflow_id=workflow_id)
         ids = {"workflow_id": workflow_id}
         run = await self._call(
@@ -197,7 +192,7 @@ class CopyAIClient:
             NotFoundError: No such run (yet: a run can be invisible for a few seconds
                 after it starts; `poll_until_done` allows for that).
         """
-        path = _path("workflow", workflow_id, "run", run_id)
+        path = path_of("workflow", workflow_id, "run", run_id)
         parse = functools.partial(WorkflowRun.from_api, workflow_id=workflow_id, run_id=run_id)
         ids = {"workflow_id": workflow_id, "run_id": run_id}
         return await self._call("GET", path, parse=parse, log_ids=ids)
@@ -209,7 +204,7 @@ class CopyAIClient:
 
         A run seen on an earlier page is not yielded again if new runs shift the pages.
         """
-        path = _path("workflow", workflow_id, "run")
+        path = path_of("workflow", workflow_id, "run")
         parse = functools.partial(WorkflowRun.from_api, workflow_id=workflow_id)
         pages = self._pages(path, first=1, page_size=page_size, answer="data", parse=parse)
         async with contextlib.aclosing(pages):
@@ -242,11 +237,11 @@ class CopyAIClient:
 
     async def get_webhook(self, webhook_id: str) -> Mapping[str, Any]:
         """Fetch a registered webhook."""
-        return await self._call("GET", _path("webhook", webhook_id), parse=_webhook)
+        return await self._call("GET", path_of("webhook", webhook_id), parse=_webhook)
 
     async def delete_webhook(self, webhook_id: str) -> None:
         """Delete a registered webhook (its answer's body is not documented)."""
-        await self._call("DELETE", _path("webhook", webhook_id), answer="ignored")
+        await self._call("DELETE", path_of("webhook", webhook_id), answer="ignored")
 
     async def list_webhooks(
         self, *, page_size: int = MAX_PAGE_SIZE
@@ -474,44 +469,3 @@ def _log_retry(method: str, path: str, ids: Mapping[str, str], state: RetryCallS
         wait,
         extra={"method": method, "path": path, "attempt": state.attempt_number, **ids},
     )
-
-
-def _path(*segments: str) -> str:
-    """Join path segments, each percent-encoded: ids are opaque, never path syntax."""
-    parts = []
-    for segment in segments:
-        if not isinstance(segment, str) or not segment:
-            raise ValueError(f"ids must be non-empty strings, got {segment!r}")
-        encoded = quote(segment, safe="")
-        parts.append(encoded.replace(".", "%2E") if encoded in {".", ".."} else encoded)
-    return "/" + "/".join(parts)
-
-
-def _resolve_key(api_key: str | None) -> str:
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
-    key = key.strip()
-    if not key:
-        raise CopyAIError(
-            f"no Copy.ai API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
-        )
-    if any(ch.isspace() or not ch.isprintable() for ch in key):
-        raise CopyAIError("the Copy.ai API key contains whitespace or control characters")
-    return key
-
-
-def _resolve_base_url(base_url: str | None, allow_insecure_http: bool) -> yarl.URL:
-    raw = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    try:
-        url = yarl.URL(raw.strip().rstrip("/"))
-    except (ValueError, TypeError) as exc:
-        raise CopyAIError(f"unusable base URL {raw!r}") from exc
-    if url.scheme not in {"http", "https"} or not url.host:
-        raise CopyAIError(f"base URL must be an http(s) URL with a host, got {raw!r}")
-    if url.user or url.password or url.query_string or url.fragment:
-        raise CopyAIError("base URL must not carry credentials, a query or a fragment")
-    if url.scheme == "http" and not is_loopback(url.host) and not allow_insecure_http:
-        raise CopyAIError(
-            f"refusing to send the API key over plain http to {url.host}; use https, "
-            "or pass allow_insecure_http=True if you really mean it"
-        )
-    return url
