@@ -1,8 +1,9 @@
 """``copyai-poll``: start, inspect and watch Copy.ai workflow runs from a shell.
 
 A thin layer over the public API: `CopyAIClient` does the requests and `poll_until_done`
-the waiting; this module only parses arguments, feeds callbacks to a display
-(`copyai_poll._cli_display`) and turns outcomes into exit codes.
+the waiting; this module only parses arguments and turns outcomes into exit codes.
+`_cli_watch` feeds the polls' callbacks to a display (`_cli_display`); `_cli_demo` is the
+``demo`` command.
 """
 
 from __future__ import annotations
