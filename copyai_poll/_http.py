@@ -123,8 +123,7 @@ def error_from_response(response: Response, *, method: str, path: str) -> Failur
         body: Any = parse_json(response.body)
     except CopyAIError:
         body = response.body[:2000].decode("utf-8", "replace")
-    code = body.get("errorCode") if isinstance(body, Mapping) else None
-    code = code if isinstance(code, str) else None
+    code = _error_code(body)
     retry_after = parse_retry_after(response.retry_after)
     cls = error_class_for(response.status, code)
     message = f"{method} {path} answered {response.status}" + (f" {code}" if code else "")
@@ -139,12 +138,17 @@ def envelope_error(payload: Any, *, status: int, method: str, path: str) -> APIE
     """The `APIError` for a 2xx answer whose envelope says ``"status": "error"``."""
     if not isinstance(payload, Mapping) or payload.get("status") != "error":
         return None
-    code = payload.get("errorCode")
-    code = code if isinstance(code, str) else None
+    code = _error_code(payload)
     cls = error_class_for(status, code)
     return cls(
         f"{method} {path} answered error {code}", status=status, error_code=code, body=payload
     )
+
+
+def _error_code(body: Any) -> str | None:
+    """Copy.ai's ``errorCode``, if the body is an object that carries a string one."""
+    code = body.get("errorCode") if isinstance(body, Mapping) else None
+    return code if isinstance(code, str) else None
 
 
 class _BodyTooLarge(Exception):
