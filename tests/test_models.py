@@ -552,8 +552,9 @@ def test_parse_run_body_total_on_json(data: Any, wrapper: str | None) -> None:
         except ResponseFormatError:
             return
     check_run(run)
-    if isinstance(data, dict) and isinstance(data.get("credits"), int):
-        assert data["credits"] == run.credits
+    credits = data.get("credits") if isinstance(data, dict) else None
+    if isinstance(credits, int) and not isinstance(credits, bool):  # a bool is no count
+        assert credits == run.credits
 
 
 @settings(max_examples=200, deadline=None)
@@ -573,3 +574,9 @@ def test_float_credits_not_nan() -> None:
     """Never reports NaN or infinite credits as a number."""
     for value in ("nan", "inf", "-inf", math.inf, math.nan):
         assert None is WorkflowRun.from_api({"id": "x", "credits": value}).credits
+
+
+@pytest.mark.parametrize("credits", [True, False])
+def test_boolean_credits_are_no_count(credits: bool) -> None:
+    """A boolean in `credits` is not a number of credits: it becomes None."""
+    assert WorkflowRun.from_api({"id": "WRUN-1", "credits": credits}).credits is None
