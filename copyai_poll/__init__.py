@@ -1,5 +1,7 @@
 """Start Copy.ai workflow runs and await them: backoff, deadlines, callbacks, typed errors."""
 
+import logging
+
 from ._client import CopyAIClient
 from ._errors import (
     APIConnectionError,
@@ -18,6 +20,9 @@ from ._errors import (
 from ._models import RunStatus, StatusChange, WorkflowRun
 from ._policy import PollPolicy, RetryPolicy
 from ._poll import RunOutcome, poll_many, poll_until_done, watch
+
+# An application that configures no logging sees nothing from the library.
+logging.getLogger("copyai_poll").addHandler(logging.NullHandler())
 
 __all__ = [
     "APIConnectionError",

@@ -13,35 +13,36 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import aiohttp
 import attrs
 import yarl
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from ._config import path_of, resolve_base_url, resolve_key
-from ._errors import CopyAIError, PollTimeoutError, ResponseFormatError
+from ._deadline import time_left
+from ._errors import CopyAIError, ResponseFormatError
 from ._http import (
-    Failure,
-    RateLimiter,
-    Response,
-    envelope_error,
-    error_from_response,
+    Answer,
+    install_tracing,
+    read_answer,
     send,
+    trace_configs,
+    worth_retrying,
 )
-from ._models import WorkflowRun, parse_json, parse_page, unwrap_data
-from ._policy import RetryPolicy, time_left
+from ._limiter import RateLimiter
+from ._models import StatusChange, WorkflowRun, opaque_id, parse_page
+from ._policy import PollPolicy, RetryPolicy
 
 if TYPE_CHECKING:
-    from ._poll import PollOptions
+    from ._poll import Clock, Sleep
 
 logger = logging.getLogger("copyai_poll")
 
 API_KEY_HEADER = "x-copy-ai-api-key"
 MAX_PAGE_SIZE = 100
 
-Answer = Literal["data", "bare", "ignored"]
 T = TypeVar("T")
 
 try:
@@ -58,14 +59,6 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
-
-
-class _RetryableFailure(Exception):
-    """Carries a transient `Failure` through tenacity; never leaves this module."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(str(failure.error))
-        self.failure = failure
 
 
 class CopyAIClient:
@@ -104,6 +97,8 @@ class CopyAIClient:
     ) -> None:
         self._api_key = resolve_key(api_key)
         self._base_url = resolve_base_url(base_url, allow_insecure_http)
+        self._base = str(self._base_url)
+        self._headers = {API_KEY_HEADER: self._api_key, "User-Agent": _USER_AGENT}
         if not (0 < request_timeout < math.inf):
             raise ValueError(
                 f"request_timeout must be a finite number > 0, got {request_timeout!r}"
@@ -159,7 +154,9 @@ class CopyAIClient:
         """Start a run of a workflow.
 
         The request spends credits and carries no idempotency key, so it is never retried
-        once it may have reached the server: a 429, a 5xx or a timeout is final.
+        once it may have been acted on: a 5xx, a garbled answer or a timeout after the
+        request was written is final. A 429 (refused before acting) and a failure before
+        the request was written are retried like any other request.
 
         Args:
             workflow_id: The workflow to run.
@@ -191,9 +188,11 @@ class CopyAIClient:
         Raises:
             NotFoundError: No such run (yet: a run can be invisible for a few seconds
                 after it starts; `poll_until_done` allows for that).
+            ResponseFormatError: The answer was garbled, or described another run, on
+                every try.
         """
         path = path_of("workflow", workflow_id, "run", run_id)
-        parse = functools.partial(WorkflowRun.from_api, workflow_id=workflow_id, run_id=run_id)
+        parse = functools.partial(_run_of, workflow_id, run_id)
         ids = {"workflow_id": workflow_id, "run_id": run_id}
         return await self._call("GET", path, parse=parse, log_ids=ids)
 
@@ -254,12 +253,32 @@ class CopyAIClient:
             async for webhook in pages:
                 yield webhook
 
-    async def poll_until_done(self, workflow_id: str, run_id: str, **options: Any) -> WorkflowRun:
-        """Wait for a run to finish; the same as `copyai_poll.poll_until_done` on this client."""
+    async def poll_until_done(
+        self,
+        workflow_id: str,
+        run_id: str,
+        *,
+        on_status_change: Callable[[StatusChange], Any] | None = None,
+        on_poll: Callable[[WorkflowRun], Any] | None = None,
+        policy: PollPolicy | None = None,
+        timeout: float | None = 3600.0,
+        sleep: Sleep | None = None,
+        clock: Clock | None = None,
+    ) -> WorkflowRun:
+        """Wait for a run to finish: `copyai_poll.poll_until_done` on this client."""
         from ._poll import poll_until_done
 
-        poll_options: PollOptions = options  # type: ignore[assignment]
-        return await poll_until_done(self, workflow_id, run_id, **poll_options)
+        return await poll_until_done(
+            self,
+            workflow_id,
+            run_id,
+            on_status_change=on_status_change,
+            on_poll=on_poll,
+            policy=policy,
+            timeout=timeout,
+            sleep=sleep,
+            clock=clock,
+        )
 
     # -- the request path ------------------------------------------------------------
 
@@ -299,18 +318,22 @@ class CopyAIClient:
             page += 1
 
     def _open(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._state is _State.OPEN and self._loop is loop and self._session is not None:
+            return self._session
         if self._state is _State.CLOSED:
             raise RuntimeError("this CopyAIClient is closed; create a new one")
-        loop = asyncio.get_running_loop()
         if self._loop is not None and self._loop is not loop:
             raise RuntimeError(
                 "this CopyAIClient was opened in another event loop; create one per loop"
             )
-        self._state, self._loop = _State.OPEN, loop
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(trace_configs=trace_configs())
         elif self._session.closed:
             raise RuntimeError("the aiohttp session given to CopyAIClient is closed")
+        else:
+            install_tracing(self._session)
+        self._state, self._loop = _State.OPEN, loop
         return self._session
 
     async def _sleep_hook(self, seconds: float) -> None:
@@ -329,39 +352,38 @@ class CopyAIClient:
         parse: Callable[[Any], T] = _unchanged,
         log_ids: Mapping[str, str] | None = None,
     ) -> T:
-        """Send a request with retries and return its answer, parsed.
+        """Send a request, with retries, and return its answer, parsed.
+
+        The first try runs bare; tenacity takes over only once a try failed.
 
         Args:
             idempotent: False for a request that must not be sent twice: it is then
-                retried only when it surely never reached the server.
-            answer: "data" for the ``data`` of a ``{"status", "data"}`` envelope; "bare"
-                for a JSON answer without one; "ignored" for an undocumented body.
+                retried only when it was refused (429) or surely never reached the server.
+            answer: How to read the answer's body (see `Answer`).
             parse: Turns the decoded answer into the result; a `ResponseFormatError` it
                 raises counts as a garbled answer, retried like a 5xx for a GET.
             log_ids: The workflow and run ids, for the retry log records' ``extra``.
         """
+        try:
+            return await self._try_once(method, path, json_body, params, answer, parse)
+        except CopyAIError as exc:
+            if self._retry.attempts == 1 or not self._may_retry(exc, idempotent):
+                raise
+            failed: CopyAIError | None = exc
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._retry.attempts),
+            stop=self._stop,
             wait=self._retry_wait,
-            retry=retry_if_exception(self._should_retry),
+            retry=retry_if_exception(functools.partial(self._may_retry, idempotent=idempotent)),
             sleep=self._sleep_hook,
             before_sleep=functools.partial(_log_retry, method, path, log_ids or {}),
             reraise=True,
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._try_once(
-                        method,
-                        path,
-                        json_body,
-                        params,
-                        idempotent=idempotent,
-                        answer=answer,
-                        parse=parse,
-                    )
-        except _RetryableFailure as exc:
-            raise exc.failure.error from exc.failure.error.__cause__
+        async for attempt in retrying:
+            with attempt:
+                if failed is not None:  # the first try's failure is tenacity's attempt 1
+                    error, failed = failed, None
+                    raise error
+                return await self._try_once(method, path, json_body, params, answer, parse)
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _try_once(
@@ -370,76 +392,59 @@ class CopyAIClient:
         path: str,
         json_body: Any,
         params: Mapping[str, int] | None,
-        *,
-        idempotent: bool,
         answer: Answer,
         parse: Callable[[Any], T],
     ) -> T:
         session = self._open()
         if self._limiter is not None:
             await self._limiter.acquire()
-        url = yarl.URL(str(self._base_url) + path, encoded=True)
+        url = yarl.URL(self._base + path, encoded=True)
         if params:
             url = url.with_query(params)
-        headers = {API_KEY_HEADER: self._api_key, "User-Agent": _USER_AGENT}
-        sent = await send(
+        response = await send(
             session,
             method,
             url,
-            headers=headers,
+            headers=self._headers,
             json_body=json_body,
             request_timeout=self._request_timeout,
+            secret=self._api_key,
         )
-        if isinstance(sent, Failure):
-            failure = sent
-        else:
-            result = _interpret(sent, method=method, path=path, answer=answer, parse=parse)
-            if not isinstance(result, Failure):
-                logger.debug("%s %s -> %d", method, path, sent.status)
-                return result
-            failure = result
-        if failure.transient and (idempotent or not failure.reached_server):
-            raise _RetryableFailure(failure)
-        raise failure.error from failure.error.__cause__
+        result = parse(read_answer(response, method=method, path=path, answer=answer))
+        logger.debug("%s %s -> %d", method, path, response.status)
+        return result
 
-    def _should_retry(self, exc: BaseException) -> bool:
-        if not isinstance(exc, _RetryableFailure):
+    def _may_retry(self, exc: BaseException, idempotent: bool) -> bool:
+        if not isinstance(exc, CopyAIError) or not worth_retrying(exc, idempotent=idempotent):
             return False
-        retry_after = getattr(exc.failure.error, "retry_after", None)
+        retry_after = getattr(exc, "retry_after", None)
         return retry_after is None or retry_after <= self._retry.max_retry_after
+
+    def _stop(self, state: RetryCallState) -> bool:
+        """Stop after the last attempt, or when the next wait would outlast the poll's
+        deadline: the poll then decides what the error means for it."""
+        if state.attempt_number >= self._retry.attempts:
+            return True
+        left = time_left.get()
+        return left is not None and state.upcoming_sleep >= left()
 
     def _retry_wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        assert isinstance(exc, _RetryableFailure)  # the only exception `retry` accepts
-        error = exc.failure.error
-        retry_after = getattr(error, "retry_after", None)
-        wait = self._retry.wait(state.attempt_number - 1) if retry_after is None else retry_after
-        left = time_left.get()
-        last_try = state.attempt_number >= self._retry.attempts  # no retry: no wait to judge
-        if left is not None and not last_try and wait >= left():
-            raise PollTimeoutError(
-                f"the next retry would wait {wait:.1f}s, past the poll's deadline ({error})"
-            ) from error
-        return wait
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return float(retry_after)
+        return self._retry.wait(state.attempt_number - 1)
 
 
-def _interpret(
-    response: Response, *, method: str, path: str, answer: Answer, parse: Callable[[Any], T]
-) -> T | Failure:
-    """The parsed answer of a success, or the `Failure` it amounts to."""
-    if not 200 <= response.status < 300:
-        return error_from_response(response, method=method, path=path)
-    try:
-        if answer == "ignored":
-            return parse(None)
-        payload = parse_json(response.body)
-        error = envelope_error(payload, status=response.status, method=method, path=path)
-        if error is not None:
-            return Failure(error, transient=False, reached_server=True)
-        return parse(unwrap_data(payload) if answer == "data" else payload)
-    except CopyAIError as exc:
-        # A garbled 200 is usually a proxy's or a cut connection's doing: worth a retry.
-        return Failure(exc, transient=True, reached_server=True)
+def _run_of(workflow_id: str, run_id: str, data: Any) -> WorkflowRun:
+    """The run a get-run answer describes, which must be the run asked for."""
+    run = WorkflowRun.from_api(data, workflow_id=workflow_id, run_id=run_id)
+    named = {run.id, *(opaque_id(run.raw.get(key)) for key in ("id", "workflowRunId"))}
+    named.discard(None)
+    if named != {run_id}:
+        others = ", ".join(sorted(repr(name)[:80] for name in named - {run_id}))
+        raise ResponseFormatError(f"asked for run {run_id!r}, the answer describes {others}")
+    return run
 
 
 def _identity(item: Any) -> str:

@@ -104,6 +104,14 @@ class ServerError(APIError):
 class APIConnectionError(CopyAIError):
     """The server could not be reached, or did not answer in time, after retries."""
 
+    # Set by the HTTP layer on the errors it raises; a user's own fetcher may leave them.
+    #: False when the request surely never reached the server (so even a POST may retry).
+    _request_sent: bool = True
+    #: True for failures that asking again cannot mend: TLS, a body over the size limit.
+    _final: bool = False
+    #: True for a TLS or certificate failure: it ends a poll at once.
+    _tls: bool = False
+
 
 class ResponseFormatError(CopyAIError):
     """A response body was not the JSON that Copy.ai documents."""
@@ -177,6 +185,17 @@ _CODE_ERRORS: dict[str, type[APIError]] = {
     "UNAUTHORIZED": AuthenticationError,
     "FORBIDDEN": AuthenticationError,
 }
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a poll that failed with ``error`` may succeed when asked again later.
+
+    Server trouble, throttling, a garbled answer and connection failures other than TLS
+    may; everything else ends a wait at once.
+    """
+    if isinstance(error, APIConnectionError):
+        return not error._tls
+    return isinstance(error, ServerError | RateLimitError | ResponseFormatError)
 
 
 def error_class_for(status: int, error_code: str | None) -> type[APIError]:

@@ -1,26 +1,31 @@
 """The one boundary with aiohttp: send a request, read its answer, translate failures.
 
 Nothing from aiohttp, asyncio's timeouts or the JSON decoder leaves this module except as
-a `CopyAIError`, raised ``from`` the original. Each translated error also says whether
-the request may have reached the server (which decides whether a POST may be retried)
-and whether it is worth retrying at all.
+a `CopyAIError`, raised once, ``from`` the original, with the API key scrubbed from
+everything the server or the network sent back. `worth_retrying` is the one judge of
+whether a failed try may be sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal, cast
 
 import aiohttp
 import attrs
 import yarl
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ._errors import APIConnectionError, APIError, CopyAIError, error_class_for
-from ._models import parse_json
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    CopyAIError,
+    ResponseFormatError,
+    error_class_for,
+)
+from ._models import parse_json, unwrap_data
 from ._policy import parse_retry_after
 
 #: Bodies larger than this are refused rather than buffered without bound.
@@ -29,8 +34,18 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 #: Answers that may go away if asked again: throttling and passing server trouble.
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
-_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+#: What the API key becomes wherever something sent back repeats it.
+REDACTED = "[redacted]"
+
+#: How an answer's body is read: the ``data`` of a ``{"status", "data"}`` envelope; a
+#: JSON answer without one; or an undocumented body that is not read at all.
+Answer = Literal["data", "bare", "ignored"]
+
 _FINAL_CONNECT = (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+# aiohttp's own timeouts are all off: `send` bounds a try itself, from the moment a
+# connection is in hand, so that waiting for a free connection of the pool is not counted.
+_NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 
 
 @attrs.frozen
@@ -42,13 +57,52 @@ class Response:
     retry_after: str | None
 
 
-@attrs.frozen
-class Failure:
-    """Why one try failed, and what may be done about it."""
+@attrs.define
+class _Try:
+    """What aiohttp's tracing hooks tell `send` about one try in flight."""
 
-    error: CopyAIError
-    transient: bool
-    reached_server: bool
+    timeout: float
+    scope: asyncio.Timeout | None = None
+    connected: bool = False
+    sent: bool = False
+
+
+async def _on_connection(_session: Any, context: Any, _params: Any) -> None:
+    # A connection is in hand (reused, or about to be made): the try's time starts now.
+    state = context.trace_request_ctx
+    if isinstance(state, _Try) and state.scope is not None:
+        state.connected = True
+        state.scope.reschedule(asyncio.get_running_loop().time() + state.timeout)
+
+
+async def _on_headers_sent(_session: Any, context: Any, _params: Any) -> None:
+    # From here on the server may act on the request, answered or not.
+    state = context.trace_request_ctx
+    if isinstance(state, _Try):
+        state.sent = True
+
+
+def _tracing() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
+    config.on_connection_create_start.append(_on_connection)
+    config.on_connection_reuseconn.append(_on_connection)
+    config.on_request_headers_sent.append(_on_headers_sent)
+    config.freeze()
+    return config
+
+
+_TRACING = _tracing()
+
+
+def trace_configs() -> list[aiohttp.TraceConfig]:
+    """The tracing a session needs for `send` to time and judge its tries precisely."""
+    return [_TRACING]
+
+
+def install_tracing(session: aiohttp.ClientSession) -> None:
+    """Add that tracing to a session made elsewhere; it acts only on requests of `send`."""
+    if _TRACING not in session.trace_configs:
+        session.trace_configs.append(_TRACING)
 
 
 async def send(
@@ -59,65 +113,149 @@ async def send(
     headers: Mapping[str, str],
     json_body: Any,
     request_timeout: float,
-) -> Response | Failure:
-    """Send one request and read its whole answer; never raises a network error."""
-    try:
-        async with session.request(
-            method,
-            url,
-            headers=headers,
-            json=json_body,
-            timeout=aiohttp.ClientTimeout(total=request_timeout),
-            allow_redirects=False,  # the key must never follow a redirect elsewhere
-            raise_for_status=False,  # a borrowed session's own setting must not apply
-        ) as resp:
-            body = await _read_limited(resp)
-            return Response(resp.status, body, resp.headers.get("Retry-After"))
-    except (aiohttp.ClientError, TimeoutError, _BodyTooLarge) as exc:
-        return translate(exc, method=method, request_timeout=request_timeout)
+    secret: str,
+) -> Response:
+    """Send one request and read its whole answer.
 
+    ``request_timeout`` bounds connecting, sending and reading, counted from the moment
+    a connection is in hand.
 
-def translate(exc: BaseException, *, method: str, request_timeout: float) -> Failure:
-    """Map a failure of the transport to the `CopyAIError` users see."""
-    if isinstance(exc, _BodyTooLarge):
-        error: CopyAIError = APIConnectionError(
-            f"{method} answer is larger than {MAX_BODY_BYTES} bytes; refused"
-        )
-        return _caused(Failure(error, transient=False, reached_server=True), exc)
-    if isinstance(exc, _FINAL_CONNECT):
-        error = APIConnectionError(f"TLS failure talking to the API: {exc}")
-        return _caused(Failure(error, transient=False, reached_server=False), exc)
-    if isinstance(exc, _NOT_SENT):
-        error = APIConnectionError(f"could not connect to the API: {exc}")
-        return _caused(Failure(error, transient=True, reached_server=False), exc)
-    if isinstance(exc, TimeoutError):
-        error = APIConnectionError(f"no answer from the API within {request_timeout:g}s")
-        return _caused(Failure(error, transient=True, reached_server=True), exc)
-    detail = str(exc) or type(exc).__name__
-    error = APIConnectionError(f"connection to the API failed: {detail}")
-    return _caused(Failure(error, transient=True, reached_server=True), exc)
-
-
-def _caused(failure: Failure, exc: BaseException) -> Failure:
-    failure.error.__cause__ = _without_secrets(exc)
-    return failure
-
-
-def _without_secrets(exc: BaseException) -> BaseException:
-    """Blank the request headers (the API key among them) that aiohttp errors carry.
-
-    The error stays chained for debugging, but its repr must not print the key.
+    Raises:
+        APIConnectionError: The try failed in transport; it knows whether the request
+            was written, and carries no trace of ``secret``.
     """
+    state = _Try(request_timeout)
+    try:
+        # No deadline until a connection is in hand: the tracing hook sets it.
+        async with asyncio.timeout(None) as scope:
+            state.scope = scope
+            async with session.request(
+                method,
+                url,
+                headers=headers,
+                json=json_body,
+                timeout=_NO_TIMEOUT,
+                # Typed as a Mapping, but aiohttp only hands it on to the tracing hooks.
+                trace_request_ctx=cast("Mapping[str, Any]", state),
+                allow_redirects=False,  # the key must never follow a redirect elsewhere
+                raise_for_status=False,  # a borrowed session's own setting must not apply
+            ) as resp:
+                body = await _read_limited(resp)
+                retry_after = resp.headers.get("Retry-After")
+    except (aiohttp.ClientError, TimeoutError, _BodyTooLarge) as exc:
+        raise translate(exc, method, state, secret) from scrub(exc, secret)
+    encoded = secret.encode()
+    if encoded in body:
+        body = body.replace(encoded, REDACTED.encode())
+    return Response(resp.status, body, retry_after)
+
+
+def translate(exc: BaseException, method: str, state: _Try, secret: str) -> APIConnectionError:
+    """The `APIConnectionError` users see for a failure of the transport."""
+    if isinstance(exc, _BodyTooLarge):
+        error = APIConnectionError(f"{method} answer is larger than {MAX_BODY_BYTES} bytes")
+        error._final = True
+    elif isinstance(exc, _FINAL_CONNECT):
+        error = APIConnectionError(f"TLS failure talking to the API: {exc}")
+        error._final = error._tls = True
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        error = APIConnectionError(f"could not connect to the API: {exc}")
+    elif isinstance(exc, TimeoutError):
+        error = APIConnectionError(f"no answer from the API within {state.timeout:g}s")
+    else:
+        detail = str(exc) or type(exc).__name__
+        error = APIConnectionError(f"connection to the API failed: {detail}")
+    if isinstance(exc, _NOT_SENT):
+        error._request_sent = False
+    elif state.connected:  # the tracing hooks saw this try: they know
+        error._request_sent = state.sent
+    if secret in error.args[0]:
+        error.args = (error.args[0].replace(secret, REDACTED),)
+    return error
+
+
+def scrub(exc: BaseException, secret: str) -> BaseException:
+    """Remove ``secret`` from an exception chain that aiohttp built, in place.
+
+    aiohttp errors carry the request's headers (the key among them) in their
+    ``request_info`` and ``args``, and their messages can quote what a server sent back.
+    The chain stays, for debugging; nothing in it can print the key.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        _scrub_one(current, secret)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return exc
+
+
+def _scrub_one(exc: BaseException, secret: str) -> None:
     if isinstance(exc, aiohttp.ClientResponseError):
         info = exc.request_info
         exc.request_info = aiohttp.RequestInfo(
             info.url, info.method, CIMultiDictProxy(CIMultiDict()), info.real_url
         )
         exc.history = ()
-    return exc
+        exc.headers = None
+        exc.message = exc.message.replace(secret, REDACTED)
+        exc.args = (exc.request_info, ())
+    exc.args = tuple(_scrub_value(arg, secret) for arg in exc.args)
+    for name, value in list(vars(exc).items()):
+        if isinstance(value, str | bytes) and _holds(value, secret):
+            setattr(exc, name, _scrub_value(value, secret))
 
 
-def error_from_response(response: Response, *, method: str, path: str) -> Failure:
+def _scrub_value(value: Any, secret: str) -> Any:
+    if isinstance(value, aiohttp.RequestInfo):
+        return aiohttp.RequestInfo(
+            value.url, value.method, CIMultiDictProxy(CIMultiDict()), value.real_url
+        )
+    if isinstance(value, str):
+        return value.replace(secret, REDACTED)
+    if isinstance(value, bytes):
+        return value.replace(secret.encode(), REDACTED.encode())
+    if isinstance(value, int | float | type(None)) or not _holds(repr(value), secret):
+        return value
+    return repr(value).replace(secret, REDACTED)
+
+
+def _holds(value: str | bytes, secret: str) -> bool:
+    if isinstance(value, bytes):
+        return secret.encode() in value
+    return secret in value
+
+
+def read_answer(response: Response, *, method: str, path: str, answer: Answer) -> Any:
+    """The decoded answer of a success: its ``data``, its whole JSON, or None.
+
+    Raises:
+        APIError: An error status, or a 2xx whose envelope says ``"status": "error"``;
+            ``.retry_after`` holds the ``Retry-After`` header in seconds, if any.
+        ResponseFormatError: A 2xx whose body is not the JSON expected.
+    """
+    if not 200 <= response.status < 300:
+        raise error_from_response(response, method=method, path=path)
+    if answer == "ignored":
+        return None
+    payload = parse_json(response.body)
+    if isinstance(payload, Mapping) and payload.get("status") == "error":
+        code = _error_code(payload)
+        cls = error_class_for(response.status, code)
+        raise cls(
+            f"{method} {path} answered error {code}",
+            status=response.status,
+            error_code=code,
+            body=payload,
+        )
+    return unwrap_data(payload) if answer == "data" else payload
+
+
+def error_from_response(response: Response, *, method: str, path: str) -> APIError:
     """The `APIError` for a non-2xx answer."""
     try:
         body: Any = parse_json(response.body)
@@ -127,22 +265,23 @@ def error_from_response(response: Response, *, method: str, path: str) -> Failur
     retry_after = parse_retry_after(response.retry_after)
     cls = error_class_for(response.status, code)
     message = f"{method} {path} answered {response.status}" + (f" {code}" if code else "")
-    error = cls(
+    return cls(
         message, status=response.status, error_code=code, body=body, retry_after=retry_after
     )
-    transient = response.status in TRANSIENT_STATUSES
-    return Failure(error, transient=transient, reached_server=True)
 
 
-def envelope_error(payload: Any, *, status: int, method: str, path: str) -> APIError | None:
-    """The `APIError` for a 2xx answer whose envelope says ``"status": "error"``."""
-    if not isinstance(payload, Mapping) or payload.get("status") != "error":
-        return None
-    code = _error_code(payload)
-    cls = error_class_for(status, code)
-    return cls(
-        f"{method} {path} answered error {code}", status=status, error_code=code, body=payload
-    )
+def worth_retrying(error: CopyAIError, *, idempotent: bool) -> bool:
+    """Whether a try that failed with ``error`` may be sent again.
+
+    A 429 is the server refusing before it acts, so any request may retry it; other
+    server trouble and garbled answers only for a request that is safe to send twice;
+    a transport failure also for any request that surely never reached the server.
+    """
+    if isinstance(error, APIError):
+        return error.status == 429 or (idempotent and error.status in TRANSIENT_STATUSES)
+    if isinstance(error, APIConnectionError):
+        return not error._final and (idempotent or not error._request_sent)
+    return idempotent and isinstance(error, ResponseFormatError)
 
 
 def _error_code(body: Any) -> str | None:
@@ -176,29 +315,3 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-@attrs.define
-class RateLimiter:
-    """Spaces the starts of requests at least ``1/rate`` seconds apart, across tasks.
-
-    Each caller reserves the next free slot before it sleeps, so no burst can form
-    however many tasks arrive together. A cancelled waiter only leaves its slot unused.
-    """
-
-    rate: float
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    _next_slot: float = attrs.field(default=float("-inf"), init=False)
-
-    def __attrs_post_init__(self) -> None:
-        if not (self.rate > 0) or self.rate == float("inf"):
-            raise ValueError(f"max_requests_per_second must be > 0, got {self.rate!r}")
-
-    async def acquire(self) -> None:
-        """Wait for this caller's slot."""
-        now = self.clock()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + 1 / self.rate
-        if slot > now:
-            await self.sleep(slot - now)

@@ -8,6 +8,7 @@ result is a `WorkflowRun` or a `ResponseFormatError`, never any other exception.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import logging
 import math
@@ -110,7 +111,7 @@ class WorkflowRun:
         status, raw_status = _parse_status(data.get("status"))
         run = cls(
             id=_parse_id(data, run_id),
-            workflow_id=_opaque_id(data.get("workflowId")) or workflow_id,
+            workflow_id=opaque_id(data.get("workflowId")) or workflow_id,
             status=status,
             raw_status=raw_status,
             input=_parse_mapping(data.get("input")),
@@ -195,9 +196,10 @@ def parse_page(payload: Any) -> tuple[int | None, list[Any]]:
     return _parse_int(payload.get("total")), payload["data"]
 
 
-# Bounded so that a hostile server inventing statuses cannot grow memory without end.
+# What the process keeps to warn once per undocumented status: a bounded set of digests,
+# never the texts, so a hostile server inventing huge statuses cannot grow memory.
 _MAX_WARNED = 1024
-_warned: set[str] = set()
+_warned: set[bytes] = set()
 _warned_lock = threading.Lock()
 
 
@@ -206,10 +208,11 @@ def note_unknown_status(run: WorkflowRun) -> None:
     sent = bool(run.raw_status) or isinstance(run.raw.get("status"), str)  # "" is one too
     if run.status is not None or not sent:
         return
+    digest = hashlib.blake2b(run.raw_status.encode("utf-8", "replace"), digest_size=16).digest()
     with _warned_lock:
-        if run.raw_status in _warned or len(_warned) >= _MAX_WARNED:
+        if digest in _warned or len(_warned) >= _MAX_WARNED:
             return
-        _warned.add(run.raw_status)
+        _warned.add(digest)
     logger.warning(
         "run %s reported an undocumented status %r; treating it as still in progress",
         run.id,
@@ -227,13 +230,14 @@ def _parse_status(value: Any) -> tuple[RunStatus | None, str]:
 
 
 def _parse_id(data: Mapping[str, Any], fallback: str | None) -> str:
-    run_id = _opaque_id(data.get("id")) or _opaque_id(data.get("workflowRunId")) or fallback
+    run_id = opaque_id(data.get("id")) or opaque_id(data.get("workflowRunId")) or fallback
     if not run_id:
         raise ResponseFormatError("run object has neither 'id' nor 'workflowRunId'")
     return run_id
 
 
-def _opaque_id(value: Any) -> str | None:
+def opaque_id(value: Any) -> str | None:
+    """An id as the opaque string it is, or None for anything that cannot be one."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str):

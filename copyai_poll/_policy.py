@@ -6,7 +6,6 @@ import math
 import random
 import re
 from collections.abc import Callable
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -24,6 +23,17 @@ def _finite(_inst: Any, attribute: Any, value: float) -> None:
     _non_negative(_inst, attribute, value)
     if value == math.inf:
         raise ValueError(f"{attribute.name} must be finite, got {value!r}")
+
+
+def _positive_finite(_inst: Any, attribute: Any, value: float) -> None:
+    _finite(_inst, attribute, value)
+    if value == 0:
+        raise ValueError(f"{attribute.name} must be > 0 (0 would poll in a hot loop)")
+
+
+def _optional_non_negative(_inst: Any, attribute: Any, value: float | None) -> None:
+    if value is not None:
+        _non_negative(_inst, attribute, value)
 
 
 def _whole_number(_inst: Any, attribute: Any, value: int) -> None:
@@ -110,14 +120,19 @@ class PollPolicy(_Backoff):
             that moves is likely to move again soon.
         not_found_grace: For this long after polling began, a 404 means "not visible
             yet" and is polled again rather than raised as `NotFoundError`.
+        outage_grace: For this long, polls may keep failing transiently (server
+            trouble, throttling, garbled answers, connection failures other than TLS)
+            before the wait gives up with the last error; None rides out any outage
+            until the deadline. A poll that succeeds starts the count again.
     """
 
-    initial: float = attrs.field(default=1.0, validator=_finite)
+    initial: float = attrs.field(default=1.0, validator=_positive_finite)
     maximum: float = attrs.field(default=10.0, validator=_maximum_not_below_initial)
     multiplier: float = attrs.field(default=1.5, validator=_at_least_one)
     jitter: float = attrs.field(default=0.1, validator=_fraction)
     reset_on_change: bool = True
     not_found_grace: float = attrs.field(default=30.0, validator=_non_negative)
+    outage_grace: float | None = attrs.field(default=120.0, validator=_optional_non_negative)
 
 
 @attrs.frozen(kw_only=True)
@@ -132,7 +147,8 @@ class RetryPolicy(_Backoff):
         jitter: Fraction (0 to 1) by which each wait is spread either way.
         max_retry_after: The longest ``Retry-After`` honoured; a server asking for a
             longer pause ends the retries at once with its error (``.retry_after`` set),
-            rather than silently blocking for that long.
+            rather than silently blocking for that long. A poll that meets such an
+            error does wait that long before its next poll, within its deadline.
 
     A ``Retry-After`` header (seconds or an HTTP date) replaces the computed wait.
     """
@@ -177,10 +193,3 @@ def _seconds_until(http_date: str, now: datetime) -> float | None:
         when = when.replace(tzinfo=UTC)
     seconds = (when - now).total_seconds()
     return seconds if seconds > 0 else None
-
-
-#: Inside a poll with a deadline: a function giving the seconds left. The client reads it
-#: so that a retry wait that would outlast the deadline fails fast instead of sleeping.
-time_left: ContextVar[Callable[[], float] | None] = ContextVar(
-    "copyai_poll_time_left", default=None
-)

@@ -1,8 +1,8 @@
 """Waiting for runs to finish: `poll_until_done`, `watch` and `poll_many`.
 
-One `_Poller` per wait holds the state (status so far, polls made, the deadline) and
-drives a fresh tenacity `AsyncRetrying` that polls until the run is terminal. The public
-functions only dispatch what it observes.
+One `_Poller` per wait holds the state (status so far, polls made, the deadline, an
+outage in progress) and polls until the run is terminal. The public functions only
+dispatch what it observes.
 """
 
 from __future__ import annotations
@@ -12,21 +12,25 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from typing import Any, Protocol, TypedDict, Unpack
 
 import attrs
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, retry_if_result
 
-from ._errors import NotFoundError, PollTimeoutError, RunFailedError
+from ._deadline import time_left
+from ._errors import CopyAIError, NotFoundError, PollTimeoutError, RunFailedError, is_transient
 from ._models import RunStatus, StatusChange, WorkflowRun, note_unknown_status
-from ._policy import PollPolicy, time_left
+from ._policy import PollPolicy
 
 logger = logging.getLogger("copyai_poll")
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
+
+#: Seconds a wait may last when the caller does not say: a run stuck for an hour must
+#: not hold a task of a service for ever.
+DEFAULT_TIMEOUT = 3600.0
 
 
 class RunFetcher(Protocol):
@@ -40,10 +44,10 @@ class PollOptions(TypedDict, total=False):
 
     on_status_change: Callable[[StatusChange], Any] | None
     on_poll: Callable[[WorkflowRun], Any] | None
-    policy: PollPolicy
+    policy: PollPolicy | None
     timeout: float | None
-    sleep: Sleep
-    clock: Clock
+    sleep: Sleep | None
+    clock: Clock | None
 
 
 _DEFAULT_POLICY = PollPolicy()
@@ -56,12 +60,16 @@ async def poll_until_done(
     *,
     on_status_change: Callable[[StatusChange], Any] | None = None,
     on_poll: Callable[[WorkflowRun], Any] | None = None,
-    policy: PollPolicy = _DEFAULT_POLICY,
-    timeout: float | None = None,
-    sleep: Sleep = asyncio.sleep,
-    clock: Clock = time.monotonic,
+    policy: PollPolicy | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    sleep: Sleep | None = None,
+    clock: Clock | None = None,
 ) -> WorkflowRun:
     """Poll a run until it is COMPLETE, and return it.
+
+    A poll that fails transiently (server trouble, throttling, a garbled answer, a
+    connection failure other than TLS) does not end the wait: the next poll follows the
+    schedule, until polls have failed for longer than ``policy.outage_grace``.
 
     Args:
         fetcher: Anything with ``async get_run(workflow_id, run_id)``, e.g. a client.
@@ -70,7 +78,7 @@ async def poll_until_done(
         on_status_change: Called (sync or async) once per observed change of status,
             in order, the first observation included, the terminal one before return.
         on_poll: Called (sync or async) with the run after every successful poll.
-        policy: When to poll next.
+        policy: When to poll next; None for `PollPolicy()`.
         timeout: Seconds for the whole wait, requests and sleeps included; None waits
             for ever.
         sleep: How to wait between polls (tests pass a fake that does not wait).
@@ -81,17 +89,13 @@ async def poll_until_done(
 
     Raises:
         RunFailedError: The run reached FAILED (``.run``, ``.history``).
-        PollTimeoutError: ``timeout`` passed (``.last_run``, ``.history``).
-        CopyAIError: The fetcher failed for good (after its own retries).
+        PollTimeoutError: ``timeout`` passed (``.last_run``, ``.history``; its
+            ``__cause__`` is the last failed poll's error, if polls were failing).
+        CopyAIError: The fetcher failed for good: an error that is not transient, or
+            transient errors for longer than ``policy.outage_grace``.
     """
     poller = _Poller(fetcher, workflow_id, run_id, policy, timeout, sleep, clock)
-    async with aclosing(poller.observations()) as observations:
-        async for run, change in observations:
-            if change is not None and on_status_change is not None:
-                await _call(on_status_change, change)
-            if on_poll is not None:
-                await _call(on_poll, run)
-    return poller.result()
+    return await poller.wait(on_status_change, on_poll)
 
 
 async def watch(
@@ -99,17 +103,19 @@ async def watch(
     workflow_id: str,
     run_id: str,
     *,
-    policy: PollPolicy = _DEFAULT_POLICY,
-    timeout: float | None = None,
-    sleep: Sleep = asyncio.sleep,
-    clock: Clock = time.monotonic,
-) -> AsyncIterator[StatusChange]:
+    policy: PollPolicy | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    sleep: Sleep | None = None,
+    clock: Clock | None = None,
+) -> AsyncGenerator[StatusChange]:
     """Yield each observed `StatusChange` of a run, ending after the terminal one.
 
-    A FAILED run is the last value here, not an exception.
+    A FAILED run is the last value here, not an exception. Closing the generator (or
+    leaving an ``async with contextlib.aclosing(...)`` block) stops the poll at once.
 
     Raises:
         PollTimeoutError: ``timeout`` passed first.
+        CopyAIError: The fetcher failed for good, as in `poll_until_done`.
     """
     poller = _Poller(fetcher, workflow_id, run_id, policy, timeout, sleep, clock)
     async with aclosing(poller.observations()) as observations:
@@ -139,43 +145,80 @@ class RunOutcome:
 
 async def poll_many(
     fetcher: RunFetcher,
-    runs: Iterable[tuple[str, str] | WorkflowRun],
+    runs: Iterable[tuple[str, str] | WorkflowRun] | AsyncIterable[tuple[str, str] | WorkflowRun],
     *,
     concurrency: int | None = None,
     **poll_options: Unpack[PollOptions],
-) -> AsyncIterator[RunOutcome]:
+) -> AsyncGenerator[RunOutcome]:
     """Poll many runs at once and yield a `RunOutcome` as each one finishes.
 
-    One run's failure never stops the others. Leaving the loop early cancels the polls
-    still running.
+    One run's failure never stops the others. Closing the generator early (or leaving an
+    ``async with contextlib.aclosing(...)`` block) cancels the polls still running.
 
     Args:
         fetcher: Shared by every poll.
-        runs: ``(workflow_id, run_id)`` pairs, or `WorkflowRun` objects.
+        runs: ``(workflow_id, run_id)`` pairs, or `WorkflowRun` objects, from an iterable
+            or an async iterable (so that runs can be started and watched in one
+            pipeline: each is watched as soon as it arrives).
         concurrency: How many runs are polled at a time; None polls all at once.
         poll_options: Passed to `poll_until_done` for every run.
+
+    Raises:
+        ValueError: ``concurrency`` is below 1, or an item names no workflow.
     """
     if concurrency is not None and concurrency < 1:
         raise ValueError(f"concurrency must be >= 1 or None, got {concurrency!r}")
-    limit = math.inf if concurrency is None else concurrency
-    waiting = iter(runs)
+    slots = None if concurrency is None else asyncio.Semaphore(concurrency)
+    finished: asyncio.Queue[asyncio.Task[Any]] = asyncio.Queue()
     tasks: set[asyncio.Task[RunOutcome]] = set()
+
+    def launch(item: tuple[str, str] | WorkflowRun) -> None:
+        workflow_id, run_id = _ids(item)
+        task = asyncio.create_task(_outcome(fetcher, workflow_id, run_id, poll_options))
+        tasks.add(task)
+        task.add_done_callback(finished.put_nowait)
+
+    feeding = asyncio.create_task(_feed(runs, slots, launch))
+    feeding.add_done_callback(finished.put_nowait)
+    feeder: asyncio.Task[None] | None = feeding
     try:
-        while True:
-            while len(tasks) < limit and (pair := next(waiting, None)) is not None:
-                workflow_id, run_id = _ids(pair)
-                tasks.add(
-                    asyncio.create_task(_outcome(fetcher, workflow_id, run_id, poll_options))
-                )
-            if not tasks:
-                return
-            done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                yield task.result()
+        while feeder is not None or tasks:
+            task = await finished.get()
+            if task is feeder:
+                feeder = None
+                task.result()  # the source of runs failed: so does this generator
+                continue
+            tasks.discard(task)
+            if slots is not None:
+                slots.release()
+            yield task.result()
     finally:
-        for task in tasks:
+        pending = [t for t in (feeder, *tasks) if t is not None]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _feed(
+    runs: Iterable[tuple[str, str] | WorkflowRun] | AsyncIterable[tuple[str, str] | WorkflowRun],
+    slots: asyncio.Semaphore | None,
+    launch: Callable[[tuple[str, str] | WorkflowRun], None],
+) -> None:
+    """Start a poll per run as runs arrive, no more at a time than ``slots`` allows."""
+    if isinstance(runs, AsyncIterable):
+        iterator = aiter(runs)
+        while True:
+            if slots is not None:
+                await slots.acquire()
+            try:
+                item = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            launch(item)
+    for item in runs:
+        if slots is not None:
+            await slots.acquire()
+        launch(item)
 
 
 def _ids(item: tuple[str, str] | WorkflowRun) -> tuple[str, str]:
@@ -190,25 +233,26 @@ def _ids(item: tuple[str, str] | WorkflowRun) -> tuple[str, str]:
 async def _outcome(
     fetcher: RunFetcher, workflow_id: str, run_id: str, options: PollOptions
 ) -> RunOutcome:
-    seen: list[WorkflowRun] = []  # the last run observed, kept whatever ends the poll
-    user_on_poll = options.get("on_poll")
-
-    async def on_poll(polled: WorkflowRun) -> None:
-        seen[:] = [polled]
-        if user_on_poll is not None:
-            await _call(user_on_poll, polled)
-
-    def outcome(run: WorkflowRun | None, error: Exception | None) -> RunOutcome:
-        return RunOutcome(workflow_id=workflow_id, run_id=run_id, run=run, error=error)
-
-    watched: PollOptions = {**options, "on_poll": on_poll}
+    poller = _Poller(
+        fetcher,
+        workflow_id,
+        run_id,
+        options.get("policy"),
+        options.get("timeout", DEFAULT_TIMEOUT),
+        options.get("sleep"),
+        options.get("clock"),
+    )
     try:
-        run = await poll_until_done(fetcher, workflow_id, run_id, **watched)
+        run = await poller.wait(options.get("on_status_change"), options.get("on_poll"))
     except RunFailedError as exc:
-        return outcome(exc.run, exc)
+        error: Exception = exc
+        run = exc.run
     except Exception as exc:
-        return outcome(seen[0] if seen else None, exc)
-    return outcome(run, None)
+        error, last = exc, poller.last_run  # the last run seen, whatever ended the poll
+        return RunOutcome(workflow_id=workflow_id, run_id=run_id, run=last, error=error)
+    else:
+        return RunOutcome(workflow_id=workflow_id, run_id=run_id, run=run, error=None)
+    return RunOutcome(workflow_id=workflow_id, run_id=run_id, run=run, error=error)
 
 
 async def _call(callback: Callable[[Any], Any], arg: Any) -> None:
@@ -225,47 +269,57 @@ class _Poller:
         fetcher: RunFetcher,
         workflow_id: str,
         run_id: str,
-        policy: PollPolicy,
+        policy: PollPolicy | None,
         timeout: float | None,
-        sleep: Sleep,
-        clock: Clock,
+        sleep: Sleep | None,
+        clock: Clock | None,
     ) -> None:
         if timeout is not None and not (timeout >= 0):
             raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
         self._fetcher = fetcher
         self._workflow_id = workflow_id
         self._run_id = run_id
-        self._policy = policy
-        self._sleep = sleep
-        self._clock = clock
-        self._started = clock()
+        self._policy = _DEFAULT_POLICY if policy is None else policy
+        self._sleep = asyncio.sleep if sleep is None else sleep
+        self._clock = time.monotonic if clock is None else clock
+        self._started = self._clock()
         self._deadline = None if timeout is None else self._started + timeout
         self._waits = 0  # waits since polling began or the status last changed
         self._polls = 0
-        self._last_run: WorkflowRun | None = None
+        self.last_run: WorkflowRun | None = None
         self._history: list[StatusChange] = []
+        self._failure: CopyAIError | None = None  # the last poll's error, while failing
+        self._failing_since = 0.0
+
+    async def wait(
+        self,
+        on_status_change: Callable[[StatusChange], Any] | None,
+        on_poll: Callable[[WorkflowRun], Any] | None,
+    ) -> WorkflowRun:
+        """Poll to the end, calling the callbacks; the COMPLETE run, or the error."""
+        async with aclosing(self.observations()) as observations:
+            async for run, change in observations:
+                if change is not None and on_status_change is not None:
+                    await _call(on_status_change, change)
+                if on_poll is not None:
+                    await _call(on_poll, run)
+        return self.result()
 
     async def observations(self) -> AsyncGenerator[tuple[WorkflowRun, StatusChange | None]]:
         """Poll until the run is terminal, yielding each run seen and its change, if any."""
-        retrying = AsyncRetrying(
-            sleep=self._sleep,
-            wait=self._next_wait,
-            retry=retry_if_result(_in_progress) | retry_if_exception(self._not_visible_yet),
-            reraise=True,
-        )
-        async for attempt in retrying:
+        while True:
             if self._time_left() <= 0:
-                raise self._timeout_error("the deadline passed")
-            with attempt:
-                run = await self._fetch()
-            if not attempt.retry_state.outcome or attempt.retry_state.outcome.failed:
-                continue
-            attempt.retry_state.set_result(run)
-            yield run, self._observe(run)
+                raise self._timeout_error("the deadline passed") from self._failure
+            run = await self._poll()
+            if run is not None:
+                yield run, self._observe(run)
+                if run.is_terminal:
+                    return
+            await self._pause()
 
     def result(self) -> WorkflowRun:
         """The final run, or `RunFailedError` if it failed."""
-        run = self._last_run
+        run = self.last_run
         assert run is not None, "result() before the first poll"
         assert run.is_terminal, "result() before the run finished"
         if run.status is RunStatus.FAILED:
@@ -276,33 +330,71 @@ class _Poller:
             )
         return run
 
-    async def _fetch(self) -> WorkflowRun:
+    async def _poll(self) -> WorkflowRun | None:
+        """One poll: the run, or None when it failed in a way that keeps the wait going."""
         self._polls += 1
-        left = None if self._deadline is None else self._time_left()
-        token = time_left.set(None if left is None else self._time_left)
+        began = self._clock()
         try:
-            async with asyncio.timeout(left) as scope:
+            run = await self._fetch()
+        except NotFoundError:
+            if began - self._started > self._policy.not_found_grace:
+                raise
+            self._log_debug("not visible yet (404)")
+            return None
+        except CopyAIError as exc:
+            if not is_transient(exc):
+                raise
+            if self._failure is None:
+                self._failing_since = began
+            self._failure = exc
+            grace = self._policy.outage_grace
+            if grace is not None and self._clock() - self._failing_since > grace:
+                raise
+            logger.warning(
+                "poll %d of run %s (workflow %s) failed (%s); polling again on schedule",
+                self._polls,
+                self._run_id,
+                self._workflow_id,
+                exc,
+                extra={"run_id": self._run_id, "workflow_id": self._workflow_id},
+            )
+            return None
+        self._failure = None
+        return run
+
+    async def _fetch(self) -> WorkflowRun:
+        if self._deadline is None:
+            return await self._fetcher.get_run(self._workflow_id, self._run_id)
+        token = time_left.set(self._time_left)
+        try:
+            async with asyncio.timeout(self._time_left()) as scope:
                 return await self._fetcher.get_run(self._workflow_id, self._run_id)
-        except PollTimeoutError as exc:  # the client's retry would outlast the deadline
-            raise self._timeout_error(str(exc)) from exc
         except TimeoutError as exc:
             if scope.expired():
-                raise self._timeout_error("the deadline passed during a request") from exc
+                raise self._timeout_error("the deadline passed during a request") from (
+                    self._failure or exc
+                )
             raise
         finally:
             time_left.reset(token)
 
+    async def _pause(self) -> None:
+        """Sleep until the next poll is due, never past the deadline."""
+        wait = self._policy.wait(self._waits)
+        self._waits += 1
+        retry_after = getattr(self._failure, "retry_after", None)
+        if retry_after is not None:
+            if retry_after >= self._time_left():
+                raise self._timeout_error(
+                    f"the server asked to wait {retry_after:g}s, past the deadline"
+                ) from self._failure
+            wait = max(wait, retry_after)
+        await self._sleep(max(0.0, min(wait, self._time_left())))
+
     def _observe(self, run: WorkflowRun) -> StatusChange | None:
         note_unknown_status(run)
-        self._last_run = run
-        logger.debug(
-            "poll %d of run %s (workflow %s): %s",
-            self._polls,
-            self._run_id,
-            self._workflow_id,
-            run.raw_status or "no status",
-            extra={"run_id": self._run_id, "workflow_id": self._workflow_id},
-        )
+        self.last_run = run
+        self._log_debug(run.raw_status or "no status")
         previous = self._history[-1].current if self._history else None
         if run.status is None or run.status is previous:
             return None
@@ -327,39 +419,28 @@ class _Poller:
         )
         return change
 
-    def _next_wait(self, _state: RetryCallState) -> float:
-        wait = self._policy.wait(self._waits)
-        self._waits += 1
-        return max(0.0, min(wait, self._time_left()))
-
-    def _not_visible_yet(self, exc: BaseException) -> bool:
-        elapsed = self._clock() - self._started
-        if not isinstance(exc, NotFoundError) or elapsed > self._policy.not_found_grace:
-            return False
-        logger.debug(
-            "poll %d of run %s (workflow %s): not visible yet (404)",
-            self._polls,
-            self._run_id,
-            self._workflow_id,
-            extra={"run_id": self._run_id, "workflow_id": self._workflow_id},
-        )
-        return True
+    def _log_debug(self, what: str) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "poll %d of run %s (workflow %s): %s",
+                self._polls,
+                self._run_id,
+                self._workflow_id,
+                what,
+                extra={"run_id": self._run_id, "workflow_id": self._workflow_id},
+            )
 
     def _time_left(self) -> float:
         return math.inf if self._deadline is None else self._deadline - self._clock()
 
     def _timeout_error(self, why: str) -> PollTimeoutError:
-        status = self._last_run.raw_status if self._last_run else "never seen"
+        status = self.last_run.raw_status if self.last_run else "never seen"
         return PollTimeoutError(
             f"gave up on run {self._run_id} of workflow {self._workflow_id} "
             f"after {self._clock() - self._started:.1f}s ({why}); last status: {status}",
-            last_run=self._last_run,
+            last_run=self.last_run,
             history=self._history,
         )
-
-
-def _in_progress(run: WorkflowRun) -> bool:
-    return not run.is_terminal
 
 
 def _short(value: Any, limit: int = 200) -> str:

@@ -34,7 +34,7 @@ from copyai_poll import (
     RunStatus,
     ServerError,
 )
-from copyai_poll._http import RateLimiter
+from copyai_poll._limiter import RateLimiter
 from tests.helpers import BASE, KEY, RUN, RUN_URL, START_URL, WF, FakeClock, body
 
 FAST = RetryPolicy(attempts=3, initial=1.0, maximum=4.0, jitter=0.0)
@@ -241,7 +241,7 @@ async def test_get_run_parses_the_seed_example(client: CopyAIClient, mocked: Any
 async def test_ids_are_percent_encoded_in_the_path(client: CopyAIClient, mocked: Any) -> None:
     """Ids are opaque: a slash or dots in one never changes the path."""
     url = f"{BASE}/workflow/{WF}/run/a%2F..%2Fb"
-    mocked.get(url, payload=body("NEW"))
+    mocked.get(url, payload=body("NEW", id="a/../b"))
 
     await client.get_run(WF, "a/../b")
 
@@ -530,7 +530,6 @@ async def test_garbled_200_recovers(client: CopyAIClient, mocked: Any) -> None:
 @pytest.mark.parametrize(
     "failure",
     [
-        {"status": 429},
         {"status": 500},
         {"status": 503},
         {"exception": TimeoutError()},
@@ -550,6 +549,18 @@ async def test_start_run_is_never_retried_once_it_may_have_arrived(
         await client.start_run(WF, {"x": "y"})
 
     assert 1 == len(sent(mocked, "POST", START_URL))
+
+
+@pytest.mark.asyncio
+async def test_start_run_is_retried_after_a_429(client: CopyAIClient, mocked: Any) -> None:
+    """A 429 is the server refusing before it acts, so even a start_run is retried."""
+    mocked.post(START_URL, status=429)
+    mocked.post(START_URL, payload={"status": "success", "data": {"id": "WRUN-2"}})
+
+    started = await client.start_run(WF, {"x": "y"})
+
+    assert "WRUN-2" == started.id
+    assert 2 == len(sent(mocked, "POST", START_URL))
 
 
 @pytest.mark.asyncio

@@ -20,6 +20,7 @@ from copyai_poll import (
     CopyAIError,
     NotFoundError,
     PollPolicy,
+    PollTimeoutError,
     RetryPolicy,
     ServerError,
     poll_many,
@@ -140,13 +141,18 @@ async def test_borrowed_session_with_raise_for_status_keeps_404_typed_and_key_hi
 
 
 @pytest.mark.asyncio
-async def test_exhausted_retries_inside_a_poll_raise_the_api_error_not_poll_timeout() -> None:
-    """With no retry left, a 503 inside a poll is a ServerError, not a PollTimeoutError."""
+async def test_retry_after_past_the_deadline_fails_the_wait_fast() -> None:
+    """A 503 asking for 100 s inside a 10 s wait is a PollTimeoutError at once, caused by it."""
+    clock = FakeClock()
     with aioresponses() as mocked:
         mocked.get(RUN_URL, status=503, headers={"Retry-After": "100"}, repeat=True)
         async with CopyAIClient(KEY, retry=ONCE) as client:
-            with pytest.raises(ServerError):
-                await poll_until_done(client, WF, RUN, timeout=10)
+            with pytest.raises(PollTimeoutError) as raised:
+                await poll_until_done(client, WF, RUN, timeout=10, sleep=clock.sleep, clock=clock)
+
+    assert isinstance(raised.value.__cause__, ServerError)
+    assert 100.0 == raised.value.__cause__.retry_after
+    assert [] == clock.sleeps  # it did not sleep towards a poll that could not happen
 
 
 # -- hangs ----------------------------------------------------------------------------------
@@ -180,7 +186,8 @@ async def test_list_runs_stops_when_pages_bring_nothing_new() -> None:
 async def test_poll_many_outcome_keeps_the_last_observed_run_on_any_error() -> None:
     """RunOutcome.run is the last observed run even when the poll ends with an API error."""
     fetcher = ScriptedFetcher([run("PROCESSING"), ServerError("down", status=503)])
-    outcomes = [o async for o in poll_many(fetcher, [(WF, RUN)], sleep=FakeClock().sleep)]
+    clock = FakeClock()
+    outcomes = [o async for o in poll_many(fetcher, [(WF, RUN)], sleep=clock.sleep, clock=clock)]
     assert isinstance(outcomes[0].error, ServerError)
     assert outcomes[0].run is not None
 

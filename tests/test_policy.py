@@ -72,11 +72,32 @@ def test_nonsense_refused(cls: type[Any], kwargs: dict[str, float]) -> None:
         cls(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [{"not_found_grace": -1.0}, {"not_found_grace": NAN}], ids=str)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"not_found_grace": -1.0},
+        {"not_found_grace": NAN},
+        {"outage_grace": -1.0},
+        {"outage_grace": NAN},
+    ],
+    ids=str,
+)
 def test_poll_policy_grace_refused(kwargs: dict[str, Any]) -> None:
-    """Raises ValueError for a negative or NaN not_found_grace."""
-    with pytest.raises(ValueError, match="not_found_grace"):
+    """Raises ValueError for a negative or NaN grace."""
+    with pytest.raises(ValueError, match="grace"):
         PollPolicy(**kwargs)
+
+
+@pytest.mark.parametrize("outage_grace", [None, 0.0, 120.0, math.inf])
+def test_poll_policy_outage_grace_accepted(outage_grace: float | None) -> None:
+    """Accepts None (until the deadline), zero and any non-negative outage grace."""
+    assert outage_grace == PollPolicy(outage_grace=outage_grace).outage_grace
+
+
+def test_poll_policy_zero_initial_refused() -> None:
+    """Refuses a zero initial poll interval, which would poll in a hot loop."""
+    with pytest.raises(ValueError, match="hot loop"):
+        PollPolicy(initial=0.0, maximum=10.0)
 
 
 @pytest.mark.parametrize("attempts", [0, -1])
@@ -88,9 +109,9 @@ def test_retry_attempts_refused(attempts: int) -> None:
 
 @pytest.mark.parametrize("cls", POLICIES)
 def test_edges_accepted(cls: type[Any]) -> None:
-    """Accepts the edge values: zero, jitter 0 and 1, multiplier 1, maximum == initial."""
+    """Accepts the edge values: the least initial, jitter 0 and 1, multiplier 1, maximum == initial."""
     for kwargs in (
-        {"initial": 0.0, "maximum": 0.0},
+        {"initial": 0.0 if cls is RetryPolicy else 0.001, "maximum": 0.001},
         {"initial": 2.0, "maximum": 2.0, "multiplier": 1.0},
         {"jitter": 0.0},
         {"jitter": 1.0},
@@ -114,7 +135,7 @@ def test_wait_schedule(cls: type[Any]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     cls=st.sampled_from(POLICIES),
-    initial=st.floats(0, 100),
+    initial=st.floats(0.001, 100),
     extra=st.floats(0, 1000),
     multiplier=st.floats(1, 10),
     n=st.integers(0, 60),
@@ -132,7 +153,7 @@ def test_wait_formula(
 @settings(max_examples=200, deadline=None)
 @given(
     cls=st.sampled_from(POLICIES),
-    initial=st.floats(0, 100),
+    initial=st.floats(0.001, 100),
     extra=st.floats(0, 1000),
     multiplier=st.floats(1, 10),
     jitter=st.floats(0, 1),
@@ -176,10 +197,9 @@ def test_huge_n(cls: type[Any], n: int) -> None:
     assert 30.0 == policy.wait(n)
 
 
-@pytest.mark.parametrize("cls", POLICIES)
-def test_huge_n_with_zero_initial(cls: type[Any]) -> None:
-    """Keeps waiting initial * multiplier**n == 0 when initial is 0, however large n."""
-    policy = cls(initial=0.0, maximum=10.0, multiplier=1.5, jitter=0.0)
+def test_huge_n_with_zero_initial() -> None:
+    """Keeps waiting initial * multiplier**n == 0 when a retry's initial is 0, however large n."""
+    policy = RetryPolicy(initial=0.0, maximum=10.0, multiplier=1.5, jitter=0.0)
 
     assert [0.0, 0.0] == [policy.wait(10), policy.wait(10_000)]
 

@@ -581,7 +581,6 @@ async def test_spent_credit_budget_is_credit_limit_error(
         (Fault.server_error(503), ServerError),
         (Fault.server_error(503, after_handling=True), ServerError),
         (Fault.server_error(500), ServerError),
-        (Fault.rate_limited(), RateLimitError),
         (Fault.html(502), ServerError),
         (Fault.drop(), APIConnectionError),
         (Fault.drop(after_handling=True), APIConnectionError),
@@ -594,7 +593,7 @@ async def test_start_run_is_sent_exactly_once_whatever_the_answer(
     fault: Fault,
     error_class: type[CopyAIError],
 ) -> None:
-    """A start_run meeting a 5xx, a 429 or a dropped connection is final, never resent."""
+    """A start_run meeting a 5xx or a dropped connection is final, never resent."""
     server.add_faults("start_run", fault, fault, fault)
 
     with pytest.raises(error_class):
