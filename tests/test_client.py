@@ -739,3 +739,108 @@ async def test_webhook_object_must_be_an_object(client: CopyAIClient, mocked: An
 
     with pytest.raises(ResponseFormatError):
         await client.get_webhook("WH-1")
+
+
+# -- the run asked for, the pool, the typed poll --------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"id": "WRUN-other", "status": "COMPLETE"},
+        {"workflowRunId": "WRUN-other", "status": "COMPLETE"},
+        {"id": RUN, "workflowRunId": "WRUN-other", "status": "COMPLETE"},
+    ],
+    ids=["id", "workflowRunId", "both-disagree"],
+)
+async def test_get_run_refuses_another_runs_answer(
+    client: CopyAIClient, mocked: Any, data: dict[str, Any]
+) -> None:
+    """An answer describing another run is garbled: retried, then ResponseFormatError."""
+    mocked.get(RUN_URL, payload={"status": "success", "data": data}, repeat=True)
+
+    with pytest.raises(ResponseFormatError, match="WRUN-other"):
+        await client.get_run(WF, RUN)
+
+    assert FAST.attempts == len(sent(mocked, "GET", RUN_URL))
+
+
+@pytest.mark.asyncio
+async def test_get_run_retries_past_another_runs_answer(client: CopyAIClient, mocked: Any) -> None:
+    """A confused answer followed by the right one returns the run asked for."""
+    mocked.get(
+        RUN_URL, payload={"status": "success", "data": {"id": "WRUN-B", "output": {"a": 1}}}
+    )
+    mocked.get(RUN_URL, payload=body("COMPLETE", output={"mine": True}))
+
+    run = await client.get_run(WF, RUN)
+
+    assert (RUN, {"mine": True}) == (run.id, dict(run.output))
+
+
+@pytest.mark.asyncio
+async def test_get_run_accepts_an_answer_without_ids(client: CopyAIClient, mocked: Any) -> None:
+    """An answer carrying no id at all is the run asked for (the id comes from the request)."""
+    mocked.get(RUN_URL, payload={"status": "success", "data": {"status": "NEW"}})
+
+    assert RUN == (await client.get_run(WF, RUN)).id
+
+
+def test_client_poll_until_done_is_typed_like_the_function() -> None:
+    """client.poll_until_done takes exactly the function's keywords, no **options."""
+    import inspect
+
+    from copyai_poll import poll_until_done
+
+    method = inspect.signature(CopyAIClient.poll_until_done).parameters
+    function = inspect.signature(poll_until_done).parameters
+    assert not any(p.kind is p.VAR_KEYWORD for p in method.values())
+    assert list(function)[1:] == list(method)[1:]  # all but fetcher / self
+    assert 3600.0 == method["timeout"].default == function["timeout"].default
+
+
+@pytest.mark.asyncio
+async def test_waiting_for_a_pooled_connection_is_not_the_request_timeout() -> None:
+    """A request queued behind a slow one for longer than request_timeout still succeeds."""
+    from aiohttp import web
+
+    reached: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        run_id = request.match_info["run"]
+        reached.append(run_id)
+        if run_id.startswith("slow"):
+            await asyncio.sleep(1.2)  # each within request_timeout; two of them are not
+        return web.json_response({"status": "success", "data": {"id": run_id, "status": "NEW"}})
+
+    app = web.Application()
+    app.router.add_get("/api/workflow/{wf}/run/{run}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        connector = aiohttp.TCPConnector(limit=1)  # one connection: the others queue for it
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            CopyAIClient(
+                KEY,
+                base_url=f"http://127.0.0.1:{port}/api",
+                session=session,
+                request_timeout=2.0,
+                retry=RetryPolicy(attempts=1),
+            ) as client,
+        ):
+            slow = [asyncio.create_task(client.get_run(WF, f"slow-{i}")) for i in range(2)]
+            while not reached:
+                await asyncio.sleep(0.01)
+            queued = await client.get_run(WF, "queued")  # about 2.4 s in the pool
+            assert ["slow-0", "slow-1", "queued"] == reached
+            assert ["slow-0", "slow-1", "queued"] == [
+                *(r.id for r in await asyncio.gather(*slow)),
+                queued.id,
+            ]
+    finally:
+        await runner.cleanup()

@@ -73,3 +73,11 @@ def test_exported_objects_claim_the_package() -> None:
 def test_py_typed_ships() -> None:
     """Ships the py.typed marker inside the package."""
     assert (importlib.resources.files("copyai_poll") / "py.typed").is_file()
+
+
+def test_library_logger_has_a_null_handler() -> None:
+    """The copyai_poll logger carries a NullHandler, so unconfigured apps see no output."""
+    import logging
+
+    handlers = logging.getLogger("copyai_poll").handlers
+    assert any(isinstance(h, logging.NullHandler) for h in handlers)

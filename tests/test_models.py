@@ -580,3 +580,27 @@ def test_float_credits_not_nan() -> None:
 def test_boolean_credits_are_no_count(credits: bool) -> None:
     """A boolean in `credits` is not a number of credits: it becomes None."""
     assert WorkflowRun.from_api({"id": "WRUN-1", "credits": credits}).credits is None
+
+
+def test_unknown_statuses_are_remembered_in_bounded_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Warning once per huge undocumented status keeps a small digest, never the text."""
+    import gc
+    import tracemalloc
+
+    monkeypatch.setattr(_models, "_warned", set())
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20):
+            status = f"{i:04d}" + "x" * 1_048_576  # 1 MiB each
+            WorkflowRun.from_api({"id": "WRUN-1", "status": status})
+            del status
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+    assert 20 == len(_models._warned)
+    assert retained < 64 * 1024  # 20 MiB of statuses seen, a few KiB kept

@@ -445,3 +445,81 @@ async def test_logs_debug_per_poll_and_info_per_change_with_ids(
     assert 3 == len(debug)
     assert 2 == len(info)
     assert all(RUN in r.getMessage() and WF in r.getMessage() for r in debug + info)
+
+
+# -- generators, pipelines and the last run seen -------------------------------------
+
+
+def test_watch_and_poll_many_are_async_generators() -> None:
+    """watch and poll_many return async generators, which contextlib.aclosing accepts."""
+    import collections.abc
+
+    fetcher = ScriptedFetcher([run("COMPLETE")])
+    for gen in (watch(fetcher, WF, RUN), poll_many(fetcher, [(WF, RUN)])):
+        assert isinstance(gen, collections.abc.AsyncGenerator)
+        assert isinstance(contextlib.aclosing(gen), contextlib.aclosing)
+
+
+@pytest.mark.asyncio
+async def test_poll_many_watches_each_run_of_an_async_iterable_as_it_arrives(clock: FakeClock) -> None:
+    """poll_many takes an async iterable: each run is watched as soon as it arrives."""
+    fetcher = ByRunFetcher()
+    gate = asyncio.Event()
+    yielded: list[str] = []
+
+    async def started() -> Any:
+        yield (WF, "ok-0")
+        yielded.append("ok-0")
+        await gate.wait()  # the source is slow; the first run is finished meanwhile
+        yield (WF, "ok-1")
+        yielded.append("ok-1")
+
+    seen: list[str] = []
+    async with contextlib.aclosing(
+        poll_many(fetcher, started(), policy=FIXED, sleep=clock.sleep, clock=clock)
+    ) as outcomes:
+        async for outcome in outcomes:
+            seen.append(outcome.run_id)
+            gate.set()
+
+    assert ["ok-0", "ok-1"] == seen == yielded
+
+
+@pytest.mark.asyncio
+async def test_poll_many_async_source_failure_propagates(clock: FakeClock) -> None:
+    """An async source that raises makes poll_many raise it, cancelling the polls."""
+
+    async def broken() -> Any:
+        yield (WF, "ok-5")
+        raise LookupError("the source broke")
+
+    with pytest.raises(LookupError, match="source broke"):
+        async for _ in poll_many(ByRunFetcher(), broken(), sleep=clock.sleep, clock=clock):
+            pass
+    assert {asyncio.current_task()} == asyncio.all_tasks()
+
+
+@pytest.mark.asyncio
+async def test_poll_many_outcome_run_is_current_when_a_status_callback_raises(
+    clock: FakeClock,
+) -> None:
+    """RunOutcome.run is the run whose change the raising callback was handed, not older."""
+    fetcher = ScriptedFetcher([run("NEW"), run("PROCESSING"), run("COMPLETE")])
+
+    def explode_on_processing(change: StatusChange) -> None:
+        if change.current is RunStatus.PROCESSING:
+            raise RuntimeError("callback bug")
+
+    outcomes = [
+        o
+        async for o in poll_many(
+            fetcher,
+            [(WF, RUN)],
+            on_status_change=explode_on_processing,
+            sleep=clock.sleep,
+            clock=clock,
+        )
+    ]
+
+    assert isinstance(outcomes[0].error, RuntimeError)
+    assert RunStatus.PROCESSING == outcomes[0].run.status  # type: ignore[union-attr]
