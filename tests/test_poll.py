@@ -461,7 +461,9 @@ def test_watch_and_poll_many_are_async_generators() -> None:
 
 
 @pytest.mark.asyncio
-async def test_poll_many_watches_each_run_of_an_async_iterable_as_it_arrives(clock: FakeClock) -> None:
+async def test_poll_many_watches_each_run_of_an_async_iterable_as_it_arrives(
+    clock: FakeClock,
+) -> None:
     """poll_many takes an async iterable: each run is watched as soon as it arrives."""
     fetcher = ByRunFetcher()
     gate = asyncio.Event()
