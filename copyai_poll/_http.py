@@ -9,7 +9,10 @@ whether a failed try may be sent again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
+import json
+import re
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 
@@ -143,11 +146,9 @@ async def send(
                 body = await _read_limited(resp)
                 retry_after = resp.headers.get("Retry-After")
     except (aiohttp.ClientError, TimeoutError, _BodyTooLarge) as exc:
-        raise translate(exc, method, state, secret) from scrub(exc, secret)
-    encoded = secret.encode()
-    if encoded in body:
-        body = body.replace(encoded, REDACTED.encode())
-    return Response(resp.status, body, retry_after)
+        # Scrubbed first: the message of the error raised is made from what it says.
+        raise translate(scrub(exc, secret), method, state, secret) from exc
+    return Response(resp.status, _scrub_body(body, secret), retry_after)
 
 
 def translate(exc: BaseException, method: str, state: _Try, secret: str) -> APIConnectionError:
@@ -169,8 +170,7 @@ def translate(exc: BaseException, method: str, state: _Try, secret: str) -> APIC
         error._request_sent = False
     elif state.connected:  # the tracing hooks saw this try: they know
         error._request_sent = state.sent
-    if secret in error.args[0]:
-        error.args = (error.args[0].replace(secret, REDACTED),)
+    error.args = (_scrub_value(error.args[0], secret),)
     return error
 
 
@@ -202,32 +202,83 @@ def _scrub_one(exc: BaseException, secret: str) -> None:
         )
         exc.history = ()
         exc.headers = None
-        exc.message = exc.message.replace(secret, REDACTED)
         exc.args = (exc.request_info, ())
     exc.args = tuple(_scrub_value(arg, secret) for arg in exc.args)
+    # Every attribute, whatever its type: a `message`, a parser error's `headers`,
+    # `__notes__`... An attribute that shows the key becomes its repr, redacted.
     for name, value in list(vars(exc).items()):
-        if isinstance(value, str | bytes) and _holds(value, secret):
-            setattr(exc, name, _scrub_value(value, secret))
+        scrubbed = _scrub_value(value, secret)
+        if scrubbed is not value:
+            setattr(exc, name, scrubbed)
 
 
 def _scrub_value(value: Any, secret: str) -> Any:
+    """``value`` without ``secret``: the very same object if it never showed it."""
     if isinstance(value, aiohttp.RequestInfo):
         return aiohttp.RequestInfo(
             value.url, value.method, CIMultiDictProxy(CIMultiDict()), value.real_url
         )
     if isinstance(value, str):
-        return value.replace(secret, REDACTED)
+        scrubbed = _key_pieces(secret).sub(REDACTED, value)
+        return value if scrubbed == value else scrubbed
     if isinstance(value, bytes):
-        return value.replace(secret.encode(), REDACTED.encode())
-    if isinstance(value, int | float | type(None)) or not _holds(repr(value), secret):
+        text = value.decode("utf-8", "surrogateescape")  # any bytes, and back unchanged
+        scrubbed = _scrub_value(text, secret)
+        return value if scrubbed is text else scrubbed.encode("utf-8", "surrogateescape")
+    if type(value) in (list, tuple):  # not a named tuple: it could not be rebuilt so
+        items = [_scrub_value(item, secret) for item in value]
+        same = all(new is old for new, old in zip(items, value, strict=True))
+        return value if same else type(value)(items)
+    if isinstance(value, int | float | type(None)):
         return value
-    return repr(value).replace(secret, REDACTED)
+    text = repr(value)
+    scrubbed = _scrub_value(text, secret)
+    return value if scrubbed is text else scrubbed
 
 
-def _holds(value: str | bytes, secret: str) -> bool:
-    if isinstance(value, bytes):
-        return secret.encode() in value
-    return secret in value
+#: The shortest end of the key that `_key_pieces` redacts on its own.
+_MIN_PIECE = 4
+
+
+@functools.lru_cache(maxsize=8)
+def _key_pieces(secret: str) -> re.Pattern[str]:
+    """The key, and each of its ends down to `_MIN_PIECE` characters, longest first.
+
+    aiohttp's parser errors quote the raw line they failed on, cut at a length limit or
+    where one read from the socket ended: a line that echoes the key can show only its
+    start, or only its end.
+    """
+    ends = [secret[:n] for n in range(len(secret), _MIN_PIECE - 1, -1)]
+    ends += [secret[-n:] for n in range(len(secret) - 1, _MIN_PIECE - 1, -1)]
+    return re.compile("|".join(map(re.escape, ends or [secret])))
+
+
+def _scrub_body(body: bytes, secret: str) -> bytes:
+    """``body`` with ``secret`` redacted in every spelling the JSON decoder reads as it.
+
+    Besides the plain echo, `json.loads` reads UTF-16 and UTF-32 and ``\\uXXXX``
+    escapes: the key so spelled would reach an error's ``.body``, a message quoting the
+    answer, or the document a `json.JSONDecodeError` keeps. Only the whole key is
+    redacted from a body, which is data: a server that cut the key itself is not helped.
+    """
+    body = body.replace(secret.encode(), REDACTED.encode())  # the usual echo, cheaply
+    encoding = json.detect_encoding(body)
+    escapes = [b"\\u", *(b"\\" + ch.encode() for ch in '/"\\' if ch in secret)]
+    if encoding.startswith("utf-8") and not any(escape in body for escape in escapes):
+        return body  # no other spelling is possible: most bodies stop here
+    # Bad bytes survive as themselves in UTF-8; UTF-16 and UTF-32 cannot keep them.
+    text = body.decode(encoding, "surrogateescape" if encoding.startswith("utf-8") else "replace")
+    # Each character as itself, or as escapes of its UTF-16 code units (hex in any
+    # case), or, for the three that have one, as a short escape.
+    spellings = []
+    for ch in secret:
+        units = ch.encode("utf-16-be").hex()
+        escaped = "".join(rf"\\u(?i:{units[i : i + 4]})" for i in range(0, len(units), 4))
+        short = rf"|\\{re.escape(ch)}" if ch in '/"\\' else ""
+        spellings.append(f"(?:{re.escape(ch)}|{escaped}{short})")
+    text, found = re.subn("".join(spellings), REDACTED, text)
+    # Written back as UTF-8, which the decoder reads too, whatever the body came in.
+    return text.encode("utf-8", "surrogateescape") if found else body
 
 
 def read_answer(response: Response, *, method: str, path: str, answer: Answer) -> Any:
