@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from urllib.parse import quote
 
@@ -15,6 +16,7 @@ API_KEY_ENV = "COPYAI_API_KEY"
 BASE_URL_ENV = "COPYAI_BASE_URL"
 
 
+@functools.lru_cache(maxsize=4096)  # the same few paths are asked for every poll
 def path_of(*segments: str) -> str:
     """Join path segments, each percent-encoded: ids are opaque, never path syntax."""
     parts = []

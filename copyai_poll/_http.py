@@ -346,6 +346,8 @@ class _BodyTooLarge(Exception):
 
 
 async def _read_limited(resp: aiohttp.ClientResponse) -> bytes:
+    if resp.content_length is not None and resp.content_length <= MAX_BODY_BYTES:
+        return await resp.read()  # a declared length within bounds: aiohttp reads no more
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(256 * 1024):

@@ -20,7 +20,7 @@ import attrs
 
 from ._deadline import time_left
 from ._errors import CopyAIError, NotFoundError, PollTimeoutError, RunFailedError, is_transient
-from ._models import RunStatus, StatusChange, WorkflowRun, note_unknown_status
+from ._models import RunStatus, StatusChange, WorkflowRun
 from ._policy import PollPolicy
 
 logger = logging.getLogger("copyai_poll")
@@ -297,19 +297,22 @@ class _Poller:
         on_poll: Callable[[WorkflowRun], Any] | None,
     ) -> WorkflowRun:
         """Poll to the end, calling the callbacks; the COMPLETE run, or the error."""
-        async with aclosing(self.observations()) as observations:
-            async for run, change in observations:
+        # The same loop as `observations`, without an async generator in every poll's path.
+        while True:
+            run = await self._poll()
+            if run is not None:
+                change = self._observe(run)
                 if change is not None and on_status_change is not None:
                     await _call(on_status_change, change)
                 if on_poll is not None:
                     await _call(on_poll, run)
-        return self.result()
+                if run.is_terminal:
+                    return self.result()
+            await self._pause()
 
     async def observations(self) -> AsyncGenerator[tuple[WorkflowRun, StatusChange | None]]:
         """Poll until the run is terminal, yielding each run seen and its change, if any."""
         while True:
-            if self._time_left() <= 0:
-                raise self._timeout_error("the deadline passed") from self._failure
             run = await self._poll()
             if run is not None:
                 yield run, self._observe(run)
@@ -332,6 +335,8 @@ class _Poller:
 
     async def _poll(self) -> WorkflowRun | None:
         """One poll: the run, or None when it failed in a way that keeps the wait going."""
+        if self._time_left() <= 0:
+            raise self._timeout_error("the deadline passed") from self._failure
         self._polls += 1
         began = self._clock()
         try:
@@ -392,7 +397,6 @@ class _Poller:
         await self._sleep(max(0.0, min(wait, self._time_left())))
 
     def _observe(self, run: WorkflowRun) -> StatusChange | None:
-        note_unknown_status(run)
         self.last_run = run
         self._log_debug(run.raw_status or "no status")
         previous = self._history[-1].current if self._history else None
