@@ -26,13 +26,14 @@ from ._errors import CopyAIError, ResponseFormatError
 from ._http import (
     Answer,
     install_tracing,
+    parse_page,
     read_answer,
     send,
     trace_configs,
     worth_retrying,
 )
 from ._limiter import RateLimiter
-from ._models import StatusChange, WorkflowRun, opaque_id, parse_page
+from ._models import StatusChange, WorkflowRun, opaque_id
 from ._policy import PollPolicy, RetryPolicy
 
 if TYPE_CHECKING:

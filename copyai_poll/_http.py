@@ -28,7 +28,7 @@ from ._errors import (
     ResponseFormatError,
     error_class_for,
 )
-from ._models import parse_json, unwrap_data
+from ._models import describe, excerpt, parse_int
 from ._policy import parse_retry_after
 
 #: Bodies larger than this are refused rather than buffered without bound.
@@ -279,6 +279,36 @@ def _scrub_body(body: bytes, secret: str) -> bytes:
     text, found = re.subn("".join(spellings), REDACTED, text)
     # Written back as UTF-8, which the decoder reads too, whatever the body came in.
     return text.encode("utf-8", "surrogateescape") if found else body
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; Python accepts them, and would pass them on.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Decode a response body, or raise `ResponseFormatError`."""
+    try:
+        return json.loads(body, parse_constant=_refuse_constant)
+    # RecursionError: a hostile, deeply nested body must not escape as such.
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ResponseFormatError(f"response body is not JSON: {excerpt(body)}") from exc
+
+
+def unwrap_data(payload: Any) -> Any:
+    """Return the ``data`` of a ``{"status": "success", "data": ...}`` envelope."""
+    if not isinstance(payload, Mapping) or "data" not in payload:
+        raise ResponseFormatError(f"expected a success envelope, got {describe(payload)}")
+    if payload.get("status", "success") != "success":
+        raise ResponseFormatError(f"unexpected envelope status {payload.get('status')!r}")
+    return payload["data"]
+
+
+def parse_page(payload: Any) -> tuple[int | None, list[Any]]:
+    """Split a list page (``{"total": N, "data": [...]}``) into its total and items."""
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("data"), list):
+        raise ResponseFormatError(f"expected a page of results, got {describe(payload)}")
+    return parse_int(payload.get("total")), payload["data"]
 
 
 def read_answer(response: Response, *, method: str, path: str, answer: Answer) -> Any:

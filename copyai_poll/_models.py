@@ -1,4 +1,4 @@
-"""Runs and status changes, and the pure, I/O-free parsing of Copy.ai payloads.
+"""Runs and status changes: the domain values, and how a run object becomes one.
 
 Everything here takes the quirks seen in the wild calmly (credits as strings, metadata
 null or missing, only ``id`` or only ``workflowRunId``, an undocumented status, ...): the
@@ -107,7 +107,7 @@ class WorkflowRun:
             ResponseFormatError: ``data`` is not a run object.
         """
         if not isinstance(data, Mapping):
-            raise ResponseFormatError(f"expected a run object, got {_kind(data)}")
+            raise ResponseFormatError(f"expected a run object, got {describe(data)}")
         status, raw_status = _parse_status(data.get("status"))
         run = cls(
             id=_parse_id(data, run_id),
@@ -118,7 +118,7 @@ class WorkflowRun:
             output=_parse_mapping(data.get("output")),
             metadata=_parse_mapping(data.get("metadata")),
             created_at=_parse_datetime(data.get("createdAt")),
-            credits=_parse_int(data.get("credits")),
+            credits=parse_int(data.get("credits")),
             error=data.get("error"),
             raw=MappingProxyType(dict(data)),
         )
@@ -158,44 +158,6 @@ class StatusChange:
         )
 
 
-def _refuse_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; Python accepts them, and would pass them on.
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_json(body: bytes | str) -> Any:
-    """Decode a response body, or raise `ResponseFormatError`."""
-    try:
-        return json.loads(body, parse_constant=_refuse_constant)
-    # RecursionError: a hostile, deeply nested body must not escape as such.
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ResponseFormatError(f"response body is not JSON: {_excerpt(body)}") from exc
-
-
-def unwrap_data(payload: Any) -> Any:
-    """Return the ``data`` of a ``{"status": "success", "data": ...}`` envelope."""
-    if not isinstance(payload, Mapping) or "data" not in payload:
-        raise ResponseFormatError(f"expected a success envelope, got {_kind(payload)}")
-    if payload.get("status", "success") != "success":
-        raise ResponseFormatError(f"unexpected envelope status {payload.get('status')!r}")
-    return payload["data"]
-
-
-def parse_run_body(
-    body: bytes | str, *, workflow_id: str | None = None, run_id: str | None = None
-) -> WorkflowRun:
-    """Parse a whole get-run response body into a `WorkflowRun`."""
-    data = unwrap_data(parse_json(body))
-    return WorkflowRun.from_api(data, workflow_id=workflow_id, run_id=run_id)
-
-
-def parse_page(payload: Any) -> tuple[int | None, list[Any]]:
-    """Split a list page (``{"total": N, "data": [...]}``) into its total and items."""
-    if not isinstance(payload, Mapping) or not isinstance(payload.get("data"), list):
-        raise ResponseFormatError(f"expected a page of results, got {_kind(payload)}")
-    return _parse_int(payload.get("total")), payload["data"]
-
-
 # What the process keeps to warn once per undocumented status: a bounded set of digests,
 # never the texts, so a hostile server inventing huge statuses cannot grow memory.
 _MAX_WARNED = 1024
@@ -225,7 +187,7 @@ def _parse_status(value: Any) -> tuple[RunStatus | None, str]:
     if value is None:
         return None, ""
     if not isinstance(value, str):
-        raise ResponseFormatError(f"run status must be a string, got {_kind(value)}")
+        raise ResponseFormatError(f"run status must be a string, got {describe(value)}")
     return _BY_VALUE.get(value), value
 
 
@@ -265,7 +227,8 @@ def _parse_mapping(value: Any) -> Mapping[str, Any]:
     return _EMPTY
 
 
-def _parse_int(value: Any) -> int | None:
+def parse_int(value: Any) -> int | None:
+    """A count sent as a number or as text (``"9001"``), or None if it is not one."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -296,12 +259,14 @@ def _parse_datetime(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _kind(value: Any) -> str:
+def describe(value: Any) -> str:
+    """A short description of an unexpected value, for error messages."""
     if isinstance(value, Mapping):
         return "an object without the expected fields"
-    return f"{type(value).__name__} {_excerpt(repr(value))}"
+    return f"{type(value).__name__} {excerpt(repr(value))}"
 
 
-def _excerpt(body: bytes | str, limit: int = 120) -> str:
+def excerpt(body: bytes | str, limit: int = 120) -> str:
+    """The start of a body or text, quoted, for error messages."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     return repr(text[:limit] + ("..." if len(text) > limit else ""))

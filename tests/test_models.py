@@ -16,7 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from copyai_poll import ResponseFormatError, RunStatus, StatusChange, WorkflowRun, _models
-from copyai_poll._models import parse_json, parse_page, parse_run_body, unwrap_data
+from copyai_poll._http import parse_json, parse_page, unwrap_data
+
+
+def parse_run_body(
+    body: bytes | str, *, workflow_id: str | None = None, run_id: str | None = None
+) -> WorkflowRun:
+    """A whole get-run response body, read as the client reads it."""
+    data = unwrap_data(parse_json(body))
+    return WorkflowRun.from_api(data, workflow_id=workflow_id, run_id=run_id)
+
 
 # The two example bodies of the "Get Workflow Run" reference, verbatim.
 SEED_COMPLETE = """{
