@@ -29,7 +29,6 @@ from ._http import (
     parse_page,
     read_answer,
     send,
-    trace_configs,
     worth_retrying,
 )
 from ._limiter import RateLimiter
@@ -43,6 +42,8 @@ logger = logging.getLogger("copyai_poll")
 
 API_KEY_HEADER = "x-copy-ai-api-key"
 MAX_PAGE_SIZE = 100
+#: Connections the client's own session keeps open at most (aiohttp's default limit).
+POOL_SIZE = 100
 
 T = TypeVar("T")
 
@@ -114,6 +115,7 @@ class CopyAIClient:
             if max_requests_per_second is None
             else RateLimiter(max_requests_per_second, time.monotonic, self._sleep_hook)
         )
+        self._pool: asyncio.Semaphore | None = None  # the own session's connection limit
         self._state = _State.UNOPENED
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -329,7 +331,10 @@ class CopyAIClient:
                 "this CopyAIClient was opened in another event loop; create one per loop"
             )
         if self._session is None:
-            self._session = aiohttp.ClientSession(trace_configs=trace_configs())
+            # No limit in the connector: `_pool` is its limit, so that waiting for a free
+            # connection happens before a try's clock starts (see `send`).
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            self._pool = asyncio.Semaphore(POOL_SIZE)
         elif self._session.closed:
             raise RuntimeError("the aiohttp session given to CopyAIClient is closed")
         else:
@@ -410,6 +415,7 @@ class CopyAIClient:
             json_body=json_body,
             request_timeout=self._request_timeout,
             secret=self._api_key,
+            pool=self._pool,
         )
         result = parse(read_answer(response, method=method, path=path, answer=answer))
         logger.debug("%s %s -> %d", method, path, response.status)
@@ -440,10 +446,11 @@ class CopyAIClient:
 def _run_of(workflow_id: str, run_id: str, data: Any) -> WorkflowRun:
     """The run a get-run answer describes, which must be the run asked for."""
     run = WorkflowRun.from_api(data, workflow_id=workflow_id, run_id=run_id)
-    named = {run.id, *(opaque_id(run.raw.get(key)) for key in ("id", "workflowRunId"))}
-    named.discard(None)
-    if named != {run_id}:
-        others = ", ".join(sorted(repr(name)[:80] for name in named - {run_id}))
+    # `run.id` is the payload's `id`, else its `workflowRunId`: both must name this run.
+    other = run.raw.get("workflowRunId")
+    if run.id != run_id or (other is not None and opaque_id(other) not in (run_id, None)):
+        named = {run.id, opaque_id(other)} - {run_id, None}
+        others = ", ".join(sorted(repr(name)[:80] for name in named))
         raise ResponseFormatError(f"asked for run {run_id!r}, the answer describes {others}")
     return run
 

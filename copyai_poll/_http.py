@@ -97,11 +97,6 @@ def _tracing() -> aiohttp.TraceConfig:
 _TRACING = _tracing()
 
 
-def trace_configs() -> list[aiohttp.TraceConfig]:
-    """The tracing a session needs for `send` to time and judge its tries precisely."""
-    return [_TRACING]
-
-
 def install_tracing(session: aiohttp.ClientSession) -> None:
     """Add that tracing to a session made elsewhere; it acts only on requests of `send`."""
     if _TRACING not in session.trace_configs:
@@ -117,11 +112,14 @@ async def send(
     json_body: Any,
     request_timeout: float,
     secret: str,
+    pool: asyncio.Semaphore | None = None,
 ) -> Response:
     """Send one request and read its whole answer.
 
     ``request_timeout`` bounds connecting, sending and reading, counted from the moment
-    a connection is in hand.
+    a connection is in hand. Two ways to know that moment: a session whose connector
+    has no limit of its own, with ``pool`` as its limit (the client's own session: the
+    cheap way), or a session with `install_tracing` (a session made elsewhere).
 
     Raises:
         APIConnectionError: The try failed in transport; it knows whether the request
@@ -129,26 +127,51 @@ async def send(
     """
     state = _Try(request_timeout)
     try:
-        # No deadline until a connection is in hand: the tracing hook sets it.
-        async with asyncio.timeout(None) as scope:
-            state.scope = scope
-            async with session.request(
-                method,
-                url,
-                headers=headers,
-                json=json_body,
-                timeout=_NO_TIMEOUT,
-                # Typed as a Mapping, but aiohttp only hands it on to the tracing hooks.
-                trace_request_ctx=cast("Mapping[str, Any]", state),
-                allow_redirects=False,  # the key must never follow a redirect elsewhere
-                raise_for_status=False,  # a borrowed session's own setting must not apply
-            ) as resp:
-                body = await _read_limited(resp)
-                retry_after = resp.headers.get("Retry-After")
+        if pool is not None:
+            # With a slot of the pool in hand, aiohttp's own timer is the try's timer.
+            async with pool:
+                resp, body = await _exchange(
+                    session, method, url, headers, json_body, _total(request_timeout), None
+                )
+        else:
+            # No deadline until a connection is in hand: the tracing hook sets it.
+            async with asyncio.timeout(None) as scope:
+                state.scope = scope
+                resp, body = await _exchange(
+                    session, method, url, headers, json_body, _NO_TIMEOUT, state
+                )
     except (aiohttp.ClientError, TimeoutError, _BodyTooLarge) as exc:
         # Scrubbed first: the message of the error raised is made from what it says.
         raise translate(scrub(exc, secret), method, state, secret) from exc
-    return Response(resp.status, _scrub_body(body, secret), retry_after)
+    return Response(resp.status, _scrub_body(body, secret), resp.headers.get("Retry-After"))
+
+
+async def _exchange(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: yarl.URL,
+    headers: Mapping[str, str],
+    json_body: Any,
+    timeout: aiohttp.ClientTimeout,
+    state: _Try | None,
+) -> tuple[aiohttp.ClientResponse, bytes]:
+    async with session.request(
+        method,
+        url,
+        headers=headers,
+        json=json_body,
+        timeout=timeout,
+        # Typed as a Mapping, but aiohttp only hands it on to the tracing hooks.
+        trace_request_ctx=cast("Mapping[str, Any] | None", state),
+        allow_redirects=False,  # the key must never follow a redirect elsewhere
+        raise_for_status=False,  # a borrowed session's own setting must not apply
+    ) as resp:
+        return resp, await _read_limited(resp)
+
+
+@functools.lru_cache(maxsize=16)
+def _total(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 def translate(exc: BaseException, method: str, state: _Try, secret: str) -> APIConnectionError:
@@ -253,6 +276,12 @@ def _key_pieces(secret: str) -> re.Pattern[str]:
     return re.compile("|".join(map(re.escape, ends or [secret])))
 
 
+@functools.lru_cache(maxsize=8)
+def _spellings(secret: str) -> tuple[bytes, tuple[bytes, ...]]:
+    """The key as bytes, and the escapes through which JSON could spell it otherwise."""
+    return secret.encode(), (b"\\u", *(b"\\" + ch.encode() for ch in '/"\\' if ch in secret))
+
+
 def _scrub_body(body: bytes, secret: str) -> bytes:
     """``body`` with ``secret`` redacted in every spelling the JSON decoder reads as it.
 
@@ -261,11 +290,14 @@ def _scrub_body(body: bytes, secret: str) -> bytes:
     answer, or the document a `json.JSONDecodeError` keeps. Only the whole key is
     redacted from a body, which is data: a server that cut the key itself is not helped.
     """
-    body = body.replace(secret.encode(), REDACTED.encode())  # the usual echo, cheaply
-    encoding = json.detect_encoding(body)
-    escapes = [b"\\u", *(b"\\" + ch.encode() for ch in '/"\\' if ch in secret)]
-    if encoding.startswith("utf-8") and not any(escape in body for escape in escapes):
+    plain, escapes = _spellings(secret)
+    if plain in body:
+        body = body.replace(plain, REDACTED.encode())  # the usual echo, cheaply
+    # Most bodies open with `{"`: UTF-8 (UTF-16 and UTF-32 have a BOM or a zero byte).
+    utf8 = body[:2] == b'{"' or json.detect_encoding(body).startswith("utf-8")
+    if utf8 and not any(escape in body for escape in escapes):
         return body  # no other spelling is possible: most bodies stop here
+    encoding = json.detect_encoding(body)
     # Bad bytes survive as themselves in UTF-8; UTF-16 and UTF-32 cannot keep them.
     text = body.decode(encoding, "surrogateescape" if encoding.startswith("utf-8") else "replace")
     # Each character as itself, or as escapes of its UTF-16 code units (hex in any

@@ -801,8 +801,11 @@ def test_client_poll_until_done_is_typed_like_the_function() -> None:
 
 
 @pytest.mark.asyncio
-async def test_waiting_for_a_pooled_connection_is_not_the_request_timeout() -> None:
-    """A request queued behind a slow one for longer than request_timeout still succeeds."""
+@pytest.mark.parametrize("own_session", [True, False], ids=["own-session", "given-session"])
+async def test_waiting_for_a_pooled_connection_is_not_the_request_timeout(
+    own_session: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request queued behind slow ones for longer than request_timeout still succeeds."""
     from aiohttp import web
 
     reached: list[str] = []
@@ -821,18 +824,19 @@ async def test_waiting_for_a_pooled_connection_is_not_the_request_timeout() -> N
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
+    # One connection at most, in the client's own pool or in the given session's.
+    monkeypatch.setattr("copyai_poll._client.POOL_SIZE", 1)
+    session = (
+        None if own_session else aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+    )
     try:
-        connector = aiohttp.TCPConnector(limit=1)  # one connection: the others queue for it
-        async with (
-            aiohttp.ClientSession(connector=connector) as session,
-            CopyAIClient(
-                KEY,
-                base_url=f"http://127.0.0.1:{port}/api",
-                session=session,
-                request_timeout=2.0,
-                retry=RetryPolicy(attempts=1),
-            ) as client,
-        ):
+        async with CopyAIClient(
+            KEY,
+            base_url=f"http://127.0.0.1:{port}/api",
+            session=session,
+            request_timeout=2.0,
+            retry=RetryPolicy(attempts=1),
+        ) as client:
             slow = [asyncio.create_task(client.get_run(WF, f"slow-{i}")) for i in range(2)]
             while not reached:
                 await asyncio.sleep(0.01)
@@ -843,4 +847,6 @@ async def test_waiting_for_a_pooled_connection_is_not_the_request_timeout() -> N
                 queued.id,
             ]
     finally:
+        if session is not None:
+            await session.close()
         await runner.cleanup()
