@@ -34,6 +34,7 @@ from ._http import (
 from ._limiter import RateLimiter
 from ._models import StatusChange, WorkflowRun, opaque_id
 from ._policy import PollPolicy, RetryPolicy
+from ._pool import Slots
 
 if TYPE_CHECKING:
     from ._poll import Clock, Sleep
@@ -115,7 +116,7 @@ class CopyAIClient:
             if max_requests_per_second is None
             else RateLimiter(max_requests_per_second, time.monotonic, self._sleep_hook)
         )
-        self._pool: asyncio.Semaphore | None = None  # the own session's connection limit
+        self._pool: Slots | None = None  # the own session's connection limit
         self._state = _State.UNOPENED
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -334,7 +335,7 @@ class CopyAIClient:
             # No limit in the connector: `_pool` is its limit, so that waiting for a free
             # connection happens before a try's clock starts (see `send`).
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-            self._pool = asyncio.Semaphore(POOL_SIZE)
+            self._pool = Slots(POOL_SIZE)
         elif self._session.closed:
             raise RuntimeError("the aiohttp session given to CopyAIClient is closed")
         else:

@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._models import describe, excerpt, parse_int
 from ._policy import parse_retry_after
+from ._pool import Slots
 
 #: Bodies larger than this are refused rather than buffered without bound.
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -112,7 +113,7 @@ async def send(
     json_body: Any,
     request_timeout: float,
     secret: str,
-    pool: asyncio.Semaphore | None = None,
+    pool: Slots | None = None,
 ) -> Response:
     """Send one request and read its whole answer.
 
