@@ -289,6 +289,7 @@ class _Poller:
         self.last_run: WorkflowRun | None = None
         self._history: list[StatusChange] = []
         self._failure: CopyAIError | None = None  # the last poll's error, while failing
+        self._scoped = False  # inside `wait`'s deadline scope
         self._failing_since = 0.0
 
     async def wait(
@@ -296,7 +297,31 @@ class _Poller:
         on_status_change: Callable[[StatusChange], Any] | None,
         on_poll: Callable[[WorkflowRun], Any] | None,
     ) -> WorkflowRun:
-        """Poll to the end, calling the callbacks; the COMPLETE run, or the error."""
+        """Poll to the end, calling the callbacks; the COMPLETE run, or the error.
+
+        One deadline scope bounds the whole wait (requests, sleeps and callbacks), rather
+        than one timer per request.
+        """
+        if self._deadline is None:
+            return await self._loop(on_status_change, on_poll)
+        token = time_left.set(self._time_left)
+        self._scoped = True
+        try:
+            async with asyncio.timeout(self._time_left()) as scope:
+                return await self._loop(on_status_change, on_poll)
+        except TimeoutError as exc:
+            if scope.expired():
+                raise self._timeout_error("the deadline passed") from (self._failure or exc)
+            raise
+        finally:
+            self._scoped = False
+            time_left.reset(token)
+
+    async def _loop(
+        self,
+        on_status_change: Callable[[StatusChange], Any] | None,
+        on_poll: Callable[[WorkflowRun], Any] | None,
+    ) -> WorkflowRun:
         # The same loop as `observations`, without an async generator in every poll's path.
         while True:
             run = await self._poll()
@@ -368,7 +393,7 @@ class _Poller:
         return run
 
     async def _fetch(self) -> WorkflowRun:
-        if self._deadline is None:
+        if self._deadline is None or self._scoped:  # no deadline, or `wait` bounds it all
             return await self._fetcher.get_run(self._workflow_id, self._run_id)
         token = time_left.set(self._time_left)
         try:
