@@ -319,10 +319,22 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every answer: `json.loads` with an option builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def parse_json(body: bytes | str) -> Any:
     """Decode a response body, or raise `ResponseFormatError`."""
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
+        # As `json.loads` reads bytes (UTF-8, -16 or -32) and refuses a BOM in text.
+        text = (
+            body.decode(json.detect_encoding(body), "surrogatepass")
+            if isinstance(body, bytes)
+            else body
+        )
+        if text.startswith("\ufeff"):
+            raise ValueError("a byte order mark is not JSON")
+        return _DECODER.decode(text)
     # RecursionError: a hostile, deeply nested body must not escape as such.
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ResponseFormatError(f"response body is not JSON: {excerpt(body)}") from exc
