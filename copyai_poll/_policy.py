@@ -8,9 +8,10 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 
 import attrs
+from tenacity import RetryCallState, wait_exponential
 
 
 def _non_negative(_inst: Any, attribute: Any, value: float) -> None:
@@ -69,15 +70,24 @@ def backoff(
 ) -> float:
     """The n-th wait (n = 0, 1, ...): ``min(maximum, initial * multiplier**n)``, jittered.
 
-    The jitter spreads the wait uniformly by up to ``jitter`` (a fraction) either way.
+    tenacity's `wait_exponential` computes it; the jitter then spreads it uniformly by up
+    to ``jitter`` (a fraction) either way (tenacity's own jitter is additive, not this).
     """
-    try:
-        base = min(maximum, initial * multiplier ** max(n, 0))
-    except OverflowError:  # the power outgrew floats: the cap has long been reached
-        base = maximum if initial > 0 else 0.0
+    if initial == 0:  # zero stays zero however far the power grows
+        return 0.0
+    attempt = _Attempt(max(n, 0) + 1)
+    strategy = wait_exponential(multiplier=initial, max=maximum, exp_base=multiplier)
+    base = strategy(cast("RetryCallState", attempt))
     if jitter:
         base *= 1 + jitter * (2 * rand() - 1)
     return max(0.0, base)
+
+
+@attrs.frozen
+class _Attempt:
+    """All that tenacity's `wait_exponential` reads of a `RetryCallState`."""
+
+    attempt_number: int
 
 
 class _Backoff:
