@@ -405,7 +405,7 @@ class CopyAIClient:
         session = self._open()
         if self._limiter is not None:
             await self._limiter.acquire()
-        url = yarl.URL(self._base + path, encoded=True)
+        url = _url(self._base, path)
         if params:
             url = url.with_query(params)
         response = await send(
@@ -429,8 +429,10 @@ class CopyAIClient:
         return retry_after is None or retry_after <= self._retry.max_retry_after
 
     def _stop(self, state: RetryCallState) -> bool:
-        """Stop after the last attempt, or when the next wait would outlast the poll's
-        deadline: the poll then decides what the error means for it."""
+        """Stop after the last attempt, or before a wait that would outlast the deadline.
+
+        Inside a poll with a deadline, the poll then decides what the error means for it.
+        """
         if state.attempt_number >= self._retry.attempts:
             return True
         left = time_left.get()
@@ -442,6 +444,11 @@ class CopyAIClient:
         if retry_after is not None:
             return float(retry_after)
         return self._retry.wait(state.attempt_number - 1)
+
+
+@functools.lru_cache(maxsize=4096)  # every poll of a run asks for the same URL
+def _url(base: str, path: str) -> yarl.URL:
+    return yarl.URL(base + path, encoded=True)
 
 
 def _run_of(workflow_id: str, run_id: str, data: Any) -> WorkflowRun:
