@@ -1,458 +1,393 @@
-"""Benchmarks: copyai_poll against a hand-written aiohttp polling loop, as ratios.
+"""Run every benchmark; print the tables of docs/performance.md, the headline ratios last.
 
-Usage::
+Usage, from the repository root (``pip install -e '.[bench]'`` first for the plot and the
+uvloop rows)::
 
-    python bench/run.py [--runs N] [--polls K] [--repeat R] [--quick] [--profile]
+    python -m bench                 # everything: about 7 minutes on 2 cores
+    python -m bench --rounds 3 --runs 200 --big-runs 2000 --sections main memory
 
-Everything runs in this process against one `FakeCopyAI` on 127.0.0.1. The fake serves
-from its own thread and event loop, so the client's CPU time (``time.thread_time`` of the
-main thread) excludes the server's; ``time.process_time`` (both) is reported too.
+One fake server (`bench.server`) runs in a process of its own for the whole benchmark.
+Every pass, one contender waiting for its own fresh runs, runs in a fresh process
+(`bench.worker`), so that its CPU time, peak RSS and allocations are the client's alone.
+Within a round every contender of a section takes one pass; the order rotates from round
+to round, and each table shows the median of the rounds, with ratios to the raw aiohttp
+loop of the same section.
 
-1. Polling: N runs, each answering COMPLETE on exactly its K-th GET, polled concurrently
-   (a) by `poll_until_done` through one shared `CopyAIClient`, (b) by a plain
-   ``session.get`` / ``r.json()`` / ``asyncio.sleep`` loop; same session settings, same
-   concurrency, same interval. Sides alternate, R times each; medians are reported.
-2. Memory: tracemalloc peak of the same workload, for each side.
-3. Parsing: `WorkflowRun.from_api` on the seed's example bodies vs ``json.loads`` of them.
+Sections:
 
-Only ratios (library / hand-written) are meant to be compared across machines.
+``main``     every contender, ``--runs`` runs polled every ``--interval`` seconds: CPU per
+             poll, peak RSS per watched run, requests per run, detection lag.
+``memory``   the same passes under tracemalloc (which slows them several times over): its
+             peak per watched run.
+``big``      ``--big-runs`` runs, the raw loop against `poll_until_done`, with a ticker task
+             measuring the event loop's lag.
+``uvloop``   ``main``'s workload on uvloop, the raw loop against `poll_until_done`
+             (skipped where uvloop is not installed).
+``strategies`` waiting strategies in virtual time (`bench.strategies`), and their plot.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import cProfile
-import functools
-import gc
+import importlib.util
 import json
 import os
 import platform
-import pstats
-import statistics
+import subprocess
 import sys
-import threading
 import time
-import timeit
-import tracemalloc
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import aiohttp
 import attrs
 
-from copyai_poll import CopyAIClient, PollPolicy, RunStatus, WorkflowRun, poll_until_done
-from copyai_poll.testing import FakeCopyAI, ManualClock, Phase, Script
+from . import report
+from .contenders import CONTENDERS, RAW
+from .strategies import Outcome, simulate_all
+from .worker import Spec
 
-T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results.json"
+PLOT = ROOT / "docs" / "img" / "requests-vs-lag.png"
+SECTIONS = ("main", "memory", "big", "uvloop", "strategies")
+LIBRARY = "poll_until_done"
 
-WORKFLOW_ID = "WCFG-bench"
-API_KEY_HEADER = "x-copy-ai-api-key"
-TERMINAL = frozenset({"COMPLETE", "FAILED"})
-RESULTS = Path(__file__).resolve().parent / "results.json"
-
-# The two example bodies of the "Get Workflow Run" reference (seeds/000_*.txt).
-SEED_BODIES = {
-    "seed example 1": """{"status": "success", "data": {"status": "COMPLETE",
- "input": {"Input 1": "Inputs vary depending on the workflow used.",
-  "Input 2": "The best way to see an example is to try it!"},
- "output": {"Output 1": "Outputs vary depending on the workflow used.",
-  "Output 2": "The best way to see an example is to try it!"},
- "metadata": {"api": true}, "createdAt": "2023-04-06T22:34:46.704Z",
- "id": "<run_id>", "credits": 2}}""",
-    "seed example 2": """{"status": "success", "data": {
- "output": {"text": "workflow run output"},
- "metadata": {"interestingValue": "doublelyInterestingValue"},
- "createdAt": "2023-09-27T18:34:13.091Z",
- "id": "WRUN-dc46baf3-cb19-4424-be04-95ba630409bf",
- "workflowRunId": "WRUN-dc46baf3-cb19-4424-be04-95ba630409bf",
- "workflowId": "WCFG-84e56597-ebaf-4b49-a98c-75cacd4aecaa", "credits": "9001"}}""",
-}
-
-# -- the fake server ---------------------------------------------------------------------
-
-_NEW = Phase(status="NEW")
-_PROCESSING = Phase(status="PROCESSING")
-_COMPLETE = Phase(status="COMPLETE", output={"Output 1": "Generated by the benchmark."})
+Runner = Callable[[Spec], dict[str, Any]]
 
 
 @attrs.frozen(kw_only=True)
-class CountedScript(Script):
-    """A script driven by how many GETs reached the run, not by time.
-
-    NEW on the first GET, PROCESSING until the ``polls``-th, COMPLETE from then on, so
-    both sides make exactly ``polls`` requests per run however loaded the machine is.
-    """
-
-    polls: int
-    gets: Callable[[], int] = attrs.field(eq=False)
-
-    def phase_at(self, age: float) -> Phase:
-        """Return the phase for the number of GETs so far (``age`` is ignored)."""
-        seen = self.gets()
-        if seen >= self.polls:
-            return _COMPLETE
-        return _NEW if seen <= 1 else _PROCESSING
-
-
-class ServerThread:
-    """A `FakeCopyAI` serving from its own thread and event loop."""
-
-    def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._main, name="fake-copyai", daemon=True)
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._server: FakeCopyAI | None = None
-
-    @property
-    def server(self) -> FakeCopyAI:
-        """The running fake."""
-        assert self._server is not None, "the server thread is not running"
-        return self._server
-
-    def __enter__(self) -> ServerThread:
-        self._thread.start()
-        if not self._ready.wait(timeout=10):
-            raise RuntimeError("the fake server did not start within 10 s")
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=10)
-        self._loop.close()
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        # A ManualClock that never moves: no ticker task; CountedScript ignores ages anyway.
-        async with FakeCopyAI(clock=ManualClock(), seed=0) as server:
-            self._server = server
-            self._ready.set()
-            await self._stop.wait()
-
-    async def call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the server's loop, so it never races the server's handlers."""
-
-        async def run() -> T:
-            return fn()
-
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), self._loop))
-
-
-def _script_runs(server: FakeCopyAI, run_ids: list[str], polls: int) -> None:
-    for run_id in run_ids:
-        gets = functools.partial(server.get_count, run_id)
-        server.set_script(CountedScript(polls=polls, gets=gets), run_id=run_id)
-
-
-def _count_gets(server: FakeCopyAI, run_ids: list[str]) -> int:
-    return sum(server.get_count(run_id) for run_id in run_ids)
-
-
-# -- the two sides -----------------------------------------------------------------------
-
-
-@attrs.frozen
-class Workload:
-    """What both sides do: poll ``runs`` runs of ``polls`` polls each, ``interval`` apart."""
-
-    base_url: str
-    api_key: str
-    runs: int
-    polls: int
-    interval: float
-
-
-Side = Callable[[aiohttp.ClientSession, Workload, list[str]], Awaitable[None]]
-
-
-async def library_side(session: aiohttp.ClientSession, work: Workload, run_ids: list[str]) -> None:
-    """`poll_until_done` for every run, concurrently, through one shared client."""
-    policy = PollPolicy(initial=work.interval, maximum=work.interval, multiplier=1.0, jitter=0.0)
-    async with CopyAIClient(work.api_key, base_url=work.base_url, session=session) as client:
-        finals = await asyncio.gather(
-            *(poll_until_done(client, WORKFLOW_ID, run_id, policy=policy) for run_id in run_ids)
-        )
-    if any(run.status is not RunStatus.COMPLETE for run in finals):
-        raise RuntimeError("library side: a run did not complete")
-
-
-async def hand_side(session: aiohttp.ClientSession, work: Workload, run_ids: list[str]) -> None:
-    """The loop one would write by hand, for every run, concurrently."""
-    headers = {API_KEY_HEADER: work.api_key}
-    base = f"{work.base_url}/workflow/{WORKFLOW_ID}/run/"
-    finals = await asyncio.gather(
-        *(_hand_poll(session, base + run_id, headers, work.interval) for run_id in run_ids)
-    )
-    if any(data["status"] != "COMPLETE" for data in finals):
-        raise RuntimeError("hand-written side: a run did not complete")
-
-
-async def _hand_poll(
-    session: aiohttp.ClientSession, url: str, headers: dict[str, str], interval: float
-) -> dict[str, Any]:
-    while True:
-        async with session.get(url, headers=headers) as r:
-            data = await r.json()
-        run: dict[str, Any] = data["data"]
-        if run["status"] in TERMINAL:
-            return run
-        await asyncio.sleep(interval)
-
-
-SIDES: dict[str, Side] = {"library": library_side, "hand-written": hand_side}
-
-# -- measuring ---------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    """One pass of one side over the whole workload."""
-
-    wall: float = 0.0
-    client_cpu: float = 0.0
-    process_cpu: float = 0.0
-    requests: int = 0
-    peak_bytes: int = 0
-
-
-async def _start_runs(work: Workload) -> list[str]:
-    limit = asyncio.Semaphore(100)
-
-    async def start(client: CopyAIClient) -> str:
-        async with limit:
-            return (await client.start_run(WORKFLOW_ID, {"Input 1": "bench"})).id
-
-    async with CopyAIClient(work.api_key, base_url=work.base_url) as client:
-        return list(await asyncio.gather(*(start(client) for _ in range(work.runs))))
-
-
-async def one_pass(
-    side: Side, work: Workload, st: ServerThread, *, memory: bool = False
-) -> Sample:
-    """Start fresh runs (not measured), then measure ``side`` polling them to the end."""
-    run_ids = await _start_runs(work)
-    await st.call(functools.partial(_script_runs, st.server, run_ids, work.polls))
-    sample = Sample()
-    async with aiohttp.ClientSession() as session:
-        gc.collect()
-        if memory:
-            tracemalloc.reset_peak()
-            base = tracemalloc.get_traced_memory()[0]
-        wall, cpu, proc = time.perf_counter(), time.thread_time(), time.process_time()
-        await side(session, work, run_ids)
-        sample.wall = time.perf_counter() - wall
-        sample.client_cpu = time.thread_time() - cpu
-        sample.process_cpu = time.process_time() - proc
-        if memory:
-            sample.peak_bytes = tracemalloc.get_traced_memory()[1] - base
-    sample.requests = await st.call(functools.partial(_count_gets, st.server, run_ids))
-    if sample.requests != work.runs * work.polls:
-        raise RuntimeError(f"expected {work.runs * work.polls} GETs, saw {sample.requests}")
-    return sample
-
-
-async def interleaved(
-    work: Workload, st: ServerThread, repeat: int, *, memory: bool
-) -> dict[str, list[Sample]]:
-    """``repeat`` passes of each side, alternating which goes first."""
-    samples: dict[str, list[Sample]] = {name: [] for name in SIDES}
-    names = list(SIDES)
-    for i in range(repeat):
-        for name in names if i % 2 == 0 else names[::-1]:
-            samples[name].append(await one_pass(SIDES[name], work, st, memory=memory))
-    return samples
-
-
-def _medians(samples: list[Sample]) -> dict[str, float]:
-    fields = asdict(samples[0]).keys()
-    return {f: statistics.median(getattr(s, f) for s in samples) for f in fields}
-
-
-def summarize(samples: dict[str, list[Sample]], keys: tuple[str, ...]) -> dict[str, Any]:
-    """Medians per side, their ratios, and the raw samples."""
-    lib, hand = _medians(samples["library"]), _medians(samples["hand-written"])
-    out: dict[str, Any] = {"library": {}, "hand-written": {}, "ratio": {}}
-    for key in keys:
-        out["library"][key], out["hand-written"][key] = lib[key], hand[key]
-        out["ratio"][key] = lib[key] / hand[key] if hand[key] else None
-    out["samples"] = {name: [asdict(s) for s in ss] for name, ss in samples.items()}
-    return out
-
-
-def _per_call(fn: Callable[[], object], repeat: int, seconds: float) -> float:
-    """Median seconds per call over ``repeat`` timings of about ``seconds`` each."""
-    timer = timeit.Timer(fn)
-    number = max(1, int(seconds * 1000 / timer.timeit(1000)))
-    return statistics.median(t / number for t in timer.repeat(repeat, number))
-
-
-def bench_parsing(repeat: int, seconds: float = 0.2) -> dict[str, Any]:
-    """Seconds per call of `WorkflowRun.from_api` and of ``json.loads`` per seed body."""
-    out: dict[str, Any] = {}
-    for label, body in SEED_BODIES.items():
-        data = json.loads(body)["data"]
-        from_api = _per_call(functools.partial(WorkflowRun.from_api, data), repeat, seconds)
-        loads = _per_call(functools.partial(json.loads, body), repeat, seconds)
-        out[label] = {"from_api": from_api, "json_loads": loads, "ratio": from_api / loads}
-    return out
-
-
-async def profile_library(work: Workload, st: ServerThread, top: int = 25) -> None:
-    """Print where the library side's client CPU goes (cProfile, one pass).
-
-    Timed by ``time.thread_time``: the wall clock would charge the client for the GIL
-    held by the server's thread.
-    """
-    profiler = cProfile.Profile(time.thread_time)
-    run_ids = await _start_runs(work)
-    await st.call(functools.partial(_script_runs, st.server, run_ids, work.polls))
-    async with aiohttp.ClientSession() as session:
-        profiler.enable()
-        await library_side(session, work, run_ids)
-        profiler.disable()
-    stats = pstats.Stats(profiler, stream=sys.stdout).strip_dirs()
-    stats.sort_stats("tottime").print_stats(top)
-    stats.sort_stats("cumulative").print_stats(top)
-
-
-# -- running -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
 class Config:
     """The command line, resolved."""
 
+    rounds: int = 5
+    runs: int = 1000
+    interval: float = 1.0
+    due_in: float = 3.0
+    big_runs: int = 10_000
+    big_due_in: float = 5.0
+    sim_runs: int = 10_000
+    sections: tuple[str, ...] = SECTIONS
+    plot: Path | None = PLOT
+    output: Path = RESULTS
+
+
+@attrs.frozen(kw_only=True)
+class Section:
+    """Which contenders take turns, on what workload, measured how."""
+
+    name: str
+    contenders: tuple[str, ...]
     runs: int
-    polls: int
-    interval: float
-    repeat: int
-    memory_repeat: int
-    parse_repeat: int
-    profile: bool
-    output: Path
+    due_in: float
+    trace_memory: bool = False
+    ticker: bool = False
+    loop: str = "asyncio"
 
 
-async def run_all(cfg: Config) -> dict[str, Any]:
-    """Run every benchmark and return the results."""
-    with ServerThread() as st:
-        work = Workload(st.server.base_url, st.server.api_key, cfg.runs, cfg.polls, cfg.interval)
-        # Warm-up (imports, caches, the server's routes); every pass opens fresh connections.
-        await interleaved(attrs.evolve(work, runs=min(work.runs, 100)), st, 1, memory=False)
-        timing = await interleaved(work, st, cfg.repeat, memory=False)
-        tracemalloc.start()
+def sections(cfg: Config) -> list[Section]:
+    """The sections ``cfg`` asks for, uvloop's only where uvloop is installed."""
+    every = tuple(CONTENDERS)
+    pair = (RAW, LIBRARY)
+    known = [
+        Section(name="main", contenders=every, runs=cfg.runs, due_in=cfg.due_in),
+        Section(
+            name="memory", contenders=every, runs=cfg.runs, due_in=cfg.due_in, trace_memory=True
+        ),
+        Section(
+            name="big", contenders=pair, runs=cfg.big_runs, due_in=cfg.big_due_in, ticker=True
+        ),
+        Section(name="uvloop", contenders=pair, runs=cfg.runs, due_in=cfg.due_in, loop="uvloop"),
+    ]
+    chosen = [s for s in known if s.name in cfg.sections]
+    if importlib.util.find_spec("uvloop") is None:
+        chosen = [s for s in chosen if s.loop != "uvloop"]
+    return chosen
+
+
+# -- processes -----------------------------------------------------------------------------
+
+
+@contextmanager
+def fake_server() -> Iterator[dict[str, str]]:
+    """Serve `bench.server` in a process of its own; yield where (its first line)."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.server"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        if not line:
+            raise RuntimeError("the benchmark's fake server did not start")
+        yield json.loads(line)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def in_a_process(spec: Spec) -> dict[str, Any]:
+    """Measure one pass in a fresh ``python -m bench.worker``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.worker", json.dumps(attrs.asdict(spec))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"a pass of {spec.contender} failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def run_section(
+    section: Section, cfg: Config, server: dict[str, str], runner: Runner
+) -> dict[str, list[dict[str, Any]]]:
+    """``cfg.rounds`` rounds of one pass per contender, the order rotated every round."""
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in section.contenders}
+    names = list(section.contenders)
+    for i in range(cfg.rounds):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            spec = Spec(
+                contender=name,
+                runs=section.runs,
+                interval=cfg.interval,
+                due_in=section.due_in,
+                loop=section.loop,
+                trace_memory=section.trace_memory,
+                ticker=section.ticker,
+                **server,
+            )
+            began = time.perf_counter()
+            samples[name].append(runner(spec))
+            _progress(f"{section.name} round {i + 1}/{cfg.rounds}: {name}", began)
+    return samples
+
+
+def _progress(what: str, began: float) -> None:
+    print(f"  {what} ({time.perf_counter() - began:.1f} s)", file=sys.stderr, flush=True)
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def environment() -> dict[str, Any]:
+    """The machine and the versions the numbers were taken with."""
+    packages = ("copyai-poll", "aiohttp", "tenacity", "attrs", "uvloop", "matplotlib")
+    versions = {}
+    for name in packages:
         try:
-            memory = await interleaved(work, st, cfg.memory_repeat, memory=True)
-        finally:
-            tracemalloc.stop()
-        if cfg.profile:
-            await profile_library(work, st)
-    return {
-        "polling": summarize(timing, ("wall", "client_cpu", "process_cpu", "requests")),
-        "memory": summarize(memory, ("peak_bytes",)),
-        "parsing": bench_parsing(cfg.parse_repeat),
-    }
-
-
-def environment(cfg: Config) -> dict[str, Any]:
-    """Where and how the numbers were taken."""
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "versions": {name: version(name) for name in ("copyai-poll", *_DEPS)},
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_1min_at_start": round(os.getloadavg()[0], 2),
+        "versions": versions,
+        "commit": _commit(),
     }
 
 
-_DEPS = ("aiohttp", "tenacity", "attrs")
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
-def _row(label: str, lib: float, hand: float, scale: float = 1.0, fmt: str = ".3f") -> str:
-    ratio = f"{lib / hand:.2f}x" if hand else "-"
-    return f"{label:<30}{lib * scale:>14{fmt}}{hand * scale:>14{fmt}}{ratio:>9}"
+def _commit() -> str | None:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "copyai_poll"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return None
+    return f"{head}{' + uncommitted changes to copyai_poll/' if dirty else ''}" if head else None
 
 
-def report(results: dict[str, Any]) -> str:
-    """The results as a small table."""
-    cfg, poll, mem = results["env"]["config"], results["polling"], results["memory"]
-    lib, hand = poll["library"], poll["hand-written"]
-    per_lib, per_hand = lib["client_cpu"] / lib["requests"], hand["client_cpu"] / hand["requests"]
-    lines = [
-        f"{cfg['runs']} runs x {cfg['polls']} polls, interval {cfg['interval'] * 1000:g} ms, "
-        f"median of {cfg['repeat']} passes per side (memory: {cfg['memory_repeat']})",
-        f"{'':<30}{'library':>14}{'hand-written':>14}{'ratio':>9}",
-        _row("wall time (s)", lib["wall"], hand["wall"]),
-        _row("client CPU, main thread (s)", lib["client_cpu"], hand["client_cpu"]),
-        _row("process CPU, + server (s)", lib["process_cpu"], hand["process_cpu"]),
-        _row("requests", lib["requests"], hand["requests"], fmt=".0f"),
-        _row("client CPU per poll (us)", per_lib, per_hand, scale=1e6, fmt=".1f"),
-        _row(
-            "peak traced memory (KiB)",
-            mem["library"]["peak_bytes"],
-            mem["hand-written"]["peak_bytes"],
-            scale=1 / 1024,
-            fmt=".0f",
-        ),
-        "",
-        f"{'parsing, per call (us)':<30}{'from_api':>14}{'json.loads':>14}{'ratio':>9}",
+def describe(env: dict[str, Any], cfg: Config, results: dict[str, Any]) -> str:
+    """The lines that say where and how the numbers were taken."""
+    v = env["versions"]
+    loads = [
+        sample["load_1min"]
+        for name, section in results.items()
+        if name != "strategies"
+        for samples in section.values()
+        for sample in samples
     ]
-    for label, p in results["parsing"].items():
-        lines.append(_row(label, p["from_api"], p["json_loads"], scale=1e6, fmt=".2f"))
-    return "\n".join(lines)
+    load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
+    return "\n".join(
+        [
+            f"{env['date']}: {env['cpus']} x {env['cpu_model']}, {env['platform']}",
+            f"Python {env['python']}, aiohttp {v['aiohttp']}, tenacity {v['tenacity']}, "
+            f"attrs {v['attrs']}, uvloop {v['uvloop']}; copyai-poll {v['copyai-poll']} "
+            f"at {env['commit']}",
+            f"1-minute load average {env['load_average_1min_at_start']} at the start, "
+            f"{load} at the ends of the passes",
+            f"median of {cfg.rounds} rounds; {cfg.runs:,} runs polled every {cfg.interval:g} s "
+            f"(ending {cfg.due_in:g}-{cfg.due_in + cfg.interval:g} s into a pass); "
+            f"{cfg.big_runs:,} runs ending {cfg.big_due_in:g}-{cfg.big_due_in + cfg.interval:g} s "
+            "into a pass",
+        ]
+    )
 
 
-def parse_args(argv: list[str] | None = None) -> Config:
+def tables(results: dict[str, Any], cfg: Config) -> list[str]:
+    """Every table the results hold, each under a title."""
+    out = []
+    main, memory = results.get("main"), results.get("memory")
+    if main or memory:
+        rows = []
+        if main:
+            rows += [(main, report.CPU)]
+        if memory:
+            rows += [(memory, report.TRACED)]
+        if main:
+            rows += [(main, m) for m in (report.RSS, report.REQUESTS, report.LAG_P50)]
+            rows += [(main, report.LAG_P95)]
+        out += [f"{cfg.runs:,} runs at once, polled every {cfg.interval:g} s", ""]
+        out += [report.table("measure (median; x raw)", rows), ""]
+    if big := results.get("big"):
+        measures = (report.CPU, report.RSS, report.LOOP_P50, report.LOOP_P99, report.LOOP_MAX)
+        measures += (report.REQUESTS, report.LAG_P50, report.LAG_P95, report.RESOLVED)
+        out += [f"{cfg.big_runs:,} runs at once, polled every {cfg.interval:g} s, with a ticker"]
+        out += ["", report.table("measure (median; x raw)", [(big, m) for m in measures]), ""]
+    if uv := results.get("uvloop"):
+        measures = (report.CPU, report.RSS, report.REQUESTS, report.LAG_P50, report.LAG_P95)
+        out += [f"uvloop: {cfg.runs:,} runs at once, polled every {cfg.interval:g} s", ""]
+        out += [report.table("measure (median; x raw)", [(uv, m) for m in measures]), ""]
+    if outcomes := results.get("strategies"):
+        out += [
+            f"Waiting strategies, virtual time: {cfg.sim_runs:,} runs of 5 s to 10 min "
+            "(log-normal, median 30 s)",
+            "",
+            report.strategies_table(outcomes),
+            "",
+        ]
+    return out
+
+
+def headline(results: dict[str, Any], cfg: Config) -> list[str]:
+    """The ratios that matter, against the raw loop of the same section."""
+    lines = ["Headline: median ratio to the raw aiohttp loop (lowest-highest of the rounds)"]
+    main, memory = results.get("main"), results.get("memory")
+    rows = [(main, report.CPU)] if main else []
+    rows += [(memory, report.TRACED)] if memory else []
+    rows += [(main, report.RSS)] if main else []
+    if rows:
+        lines += report.headline(f"  {cfg.runs:,} runs, ", rows)
+    if uv := results.get("uvloop"):
+        lines += report.headline("  uvloop, ", [(uv, report.CPU), (uv, report.RSS)])
+    if big := results.get("big"):
+        measures = (report.CPU, report.RSS, report.LOOP_P99)
+        lines += report.headline(f"  {cfg.big_runs:,} runs, ", [(big, m) for m in measures])
+        least = min(s["resolved"] for s in big[LIBRARY])
+        lines += [f"  {cfg.big_runs:,} runs, {LIBRARY}: {least:,} of {cfg.big_runs:,} resolved"]
+    return lines
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+def run_all(cfg: Config, runner: Runner = in_a_process) -> dict[str, Any]:
+    """Every section ``cfg`` asks for; the samples by section and contender."""
+    results: dict[str, Any] = {}
+    chosen = sections(cfg)
+    if chosen:
+        with fake_server() as server:
+            for section in chosen:
+                results[section.name] = run_section(section, cfg, server, runner)
+    if "strategies" in cfg.sections:
+        outcomes = simulate_all(cfg.sim_runs)
+        results["strategies"] = outcomes
+        if cfg.plot is not None:
+            _plot(outcomes, cfg)
+    return results
+
+
+def _plot(outcomes: dict[str, Outcome], cfg: Config) -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+        return
+    from .plot import plot  # only here: matplotlib is optional
+
+    assert cfg.plot is not None
+    plot(outcomes, cfg.sim_runs, cfg.plot)
+    print(f"plot written to {cfg.plot}", file=sys.stderr)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
     """Read the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--runs", type=int, help="runs polled at once (default 1000)")
-    parser.add_argument("--polls", type=int, default=5, help="GETs per run (default 5)")
-    parser.add_argument("--interval", type=float, default=0.01, help="seconds between polls")
-    parser.add_argument("--repeat", type=int, help="timed passes per side (default 5)")
-    parser.add_argument("--quick", action="store_true", help="a smaller run, under 20 s")
-    parser.add_argument("--profile", action="store_true", help="cProfile one library pass")
-    parser.add_argument("--output", type=Path, default=RESULTS, help="where to write JSON")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=(__doc__ or "").split("\n\n")[0]
+    )
+    default = Config()
+    add = parser.add_argument
+    add("--rounds", type=int, default=default.rounds, help="rounds per section (default 5)")
+    add("--runs", type=int, default=default.runs, help="runs of main, memory, uvloop")
+    add("--interval", type=float, default=default.interval, help="seconds between polls")
+    add("--due-in", type=float, default=default.due_in, help="seconds until the runs end")
+    add("--big-runs", type=int, default=default.big_runs, help="runs of the big section")
+    add("--big-due-in", type=float, default=default.big_due_in, help="the same, big section")
+    add("--sim-runs", type=int, default=default.sim_runs, help="runs of the simulation")
+    add("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="which")
+    add("--plot", type=Path, default=default.plot, help="where the PNG goes")
+    add("--no-plot", action="store_true", help="draw no plot")
+    add("--output", type=Path, default=default.output, help="where the JSON samples go")
     args = parser.parse_args(argv)
-    quick = bool(args.quick)
-    runs = args.runs or (200 if quick else 1000)
-    if runs < 1 or args.polls < 1 or args.interval < 0:
-        parser.error("--runs and --polls must be >= 1, --interval >= 0")
+    if min(args.rounds, args.runs, args.big_runs, args.sim_runs) < 1:
+        parser.error("--rounds, --runs, --big-runs and --sim-runs must be at least 1")
+    if not (args.interval > 0 and args.due_in >= 0 and args.big_due_in >= 0):
+        parser.error("--interval must be > 0, --due-in and --big-due-in >= 0")
     return Config(
-        runs=runs,
-        polls=args.polls,
+        rounds=args.rounds,
+        runs=args.runs,
         interval=args.interval,
-        repeat=args.repeat or (3 if quick else 5),
-        # tracemalloc slows a pass several times over, and its peaks varied by under 5%
-        # between passes in trial runs: one pass per side is enough.
-        memory_repeat=1,
-        parse_repeat=3 if quick else 7,
-        profile=bool(args.profile),
+        due_in=args.due_in,
+        big_runs=args.big_runs,
+        big_due_in=args.big_due_in,
+        sim_runs=args.sim_runs,
+        sections=tuple(args.sections),
+        plot=None if args.no_plot else args.plot,
         output=args.output,
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmarks, print the table, and write the JSON results."""
+def main(argv: Sequence[str] | None = None, runner: Runner = in_a_process) -> int:
+    """Run the benchmarks, write the JSON samples, print the tables, the headline last."""
     cfg = parse_args(argv)
-    started = time.perf_counter()
-    results = {"env": environment(cfg), **asyncio.run(run_all(cfg))}
-    results["env"]["seconds"] = round(time.perf_counter() - started, 1)
-    print(report(results))
-    cfg.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"\n{results['env']['seconds']} s; results written to {cfg.output}")
+    env = environment()
+    began = time.perf_counter()
+    results = run_all(cfg, runner)
+    seconds = time.perf_counter() - began
+    saved = {
+        "environment": env,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in attrs.asdict(cfg).items()},
+        "seconds": round(seconds, 1),
+        **{k: v for k, v in results.items() if k != "strategies"},
+        "strategies": {k: attrs.asdict(v) for k, v in results.get("strategies", {}).items()},
+    }
+    cfg.output.write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
+    print(describe(env, cfg, results), "", *tables(results, cfg), sep="\n")
+    print(f"{seconds:.0f} s in all; every sample is in {cfg.output}", "", sep="\n")
+    print(*headline(results, cfg), sep="\n")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
