@@ -32,7 +32,7 @@ from ._http import (
     worth_retrying,
 )
 from ._limiter import RateLimiter
-from ._models import StatusChange, WorkflowRun, opaque_id
+from ._models import StatusChange, WorkflowRun, describe, opaque_id, run_from_owned
 from ._policy import PollPolicy, RetryPolicy
 from ._pool import Slots
 
@@ -453,7 +453,9 @@ def _url(base: str, path: str) -> yarl.URL:
 
 def _run_of(workflow_id: str, run_id: str, data: Any) -> WorkflowRun:
     """The run a get-run answer describes, which must be the run asked for."""
-    run = WorkflowRun.from_api(data, workflow_id=workflow_id, run_id=run_id)
+    if not isinstance(data, dict):
+        raise ResponseFormatError(f"expected a run object, got {describe(data)}")
+    run = run_from_owned(data, workflow_id=workflow_id, run_id=run_id)
     # `run.id` is the payload's `id`, else its `workflowRunId`: both must name this run.
     other = run.raw.get("workflowRunId")
     if run.id != run_id or (other is not None and opaque_id(other) not in (run_id, None)):

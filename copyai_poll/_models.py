@@ -108,25 +108,40 @@ class WorkflowRun:
         """
         if not isinstance(data, Mapping):
             raise ResponseFormatError(f"expected a run object, got {describe(data)}")
-        status, raw_status = _parse_status(data.get("status"))
-        run = cls(
-            id=_parse_id(data, run_id),
-            workflow_id=opaque_id(data.get("workflowId")) or workflow_id,
-            status=status,
-            raw_status=raw_status,
-            input=_parse_mapping(data.get("input")),
-            output=_parse_mapping(data.get("output")),
-            metadata=_parse_mapping(data.get("metadata")),
-            created_at=_parse_datetime(data.get("createdAt")),
-            credits=parse_int(data.get("credits")),
-            error=data.get("error"),
-            raw=MappingProxyType(dict(data)),
-        )
-        note_unknown_status(run)
-        return run
+        return run_from_owned(dict(data), workflow_id=workflow_id, run_id=run_id, copy=True)
 
 
 _MAPPING_FIELDS = ("input", "output", "metadata", "raw")
+
+
+def run_from_owned(
+    data: dict[str, Any],
+    *,
+    workflow_id: str | None = None,
+    run_id: str | None = None,
+    copy: bool = False,
+) -> WorkflowRun:
+    """`WorkflowRun.from_api` for a ``data`` dict that nobody else holds.
+
+    The client has just decoded it, so its objects are wrapped read-only rather than
+    copied, unless ``copy``.
+    """
+    status, raw_status = _parse_status(data.get("status"))
+    run = WorkflowRun(
+        id=_parse_id(data, run_id),
+        workflow_id=opaque_id(data.get("workflowId")) or workflow_id,
+        status=status,
+        raw_status=raw_status,
+        input=_parse_mapping(data.get("input"), copy),
+        output=_parse_mapping(data.get("output"), copy),
+        metadata=_parse_mapping(data.get("metadata"), copy),
+        created_at=_parse_datetime(data.get("createdAt")),
+        credits=parse_int(data.get("credits")),
+        error=data.get("error"),
+        raw=MappingProxyType(data),
+    )
+    note_unknown_status(run)
+    return run
 
 
 def _rebuild_run(fields: dict[str, Any]) -> WorkflowRun:
@@ -212,7 +227,7 @@ def opaque_id(value: Any) -> str | None:
     return None
 
 
-def _parse_mapping(value: Any) -> Mapping[str, Any]:
+def _parse_mapping(value: Any, copy: bool = True) -> Mapping[str, Any]:
     """An object stays one; JSON text of an object is decoded; anything else is empty.
 
     Nothing is lost: the untouched value stays in ``WorkflowRun.raw``.
@@ -222,6 +237,9 @@ def _parse_mapping(value: Any) -> Mapping[str, Any]:
             value = json.loads(value)
         except (ValueError, RecursionError):
             return _EMPTY
+        copy = False  # decoded here: nobody else holds it
+    if isinstance(value, dict) and not copy:
+        return MappingProxyType(value)
     if isinstance(value, Mapping):
         return MappingProxyType(dict(value))
     return _EMPTY

@@ -264,6 +264,25 @@ async def _call(callback: Callable[[Any], Any], arg: Any) -> None:
 class _Poller:
     """The state of one wait for one run."""
 
+    # Thousands of waits at once: no per-instance dict.
+    __slots__ = (
+        "_clock",
+        "_deadline",
+        "_failing_since",
+        "_failure",
+        "_fetcher",
+        "_history",
+        "_policy",
+        "_polls",
+        "_run_id",
+        "_scoped",
+        "_sleep",
+        "_started",
+        "_waits",
+        "_workflow_id",
+        "last_run",
+    )
+
     def __init__(
         self,
         fetcher: RunFetcher,
