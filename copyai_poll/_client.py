@@ -25,6 +25,7 @@ from ._deadline import time_left
 from ._errors import CopyAIError, ResponseFormatError
 from ._http import (
     Answer,
+    OwnConnector,
     install_tracing,
     parse_page,
     read_answer,
@@ -334,7 +335,7 @@ class CopyAIClient:
         if self._session is None:
             # No limit in the connector: `_pool` is its limit, so that waiting for a free
             # connection happens before a try's clock starts (see `send`).
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            self._session = aiohttp.ClientSession(connector=OwnConnector(limit=0))
             self._pool = Slots(POOL_SIZE)
         elif self._session.closed:
             raise RuntimeError("the aiohttp session given to CopyAIClient is closed")

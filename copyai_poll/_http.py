@@ -14,11 +14,15 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any, Literal, cast
 
 import aiohttp
 import attrs
 import yarl
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._errors import (
@@ -98,6 +102,29 @@ def _tracing() -> aiohttp.TraceConfig:
 _TRACING = _tracing()
 
 
+#: The try in flight in this task, for the client's own connector to report to.
+_CURRENT_TRY: ContextVar[_Try | None] = ContextVar("copyai_poll_try", default=None)
+
+
+class OwnConnector(aiohttp.TCPConnector):
+    """The connector of the client's own session: it tells `send` what tracing would.
+
+    That a try is connecting (so a failure from here on is known to the hooks' rule),
+    and that its connection is in hand (so its request may be written from then on).
+    """
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        state = _CURRENT_TRY.get()
+        if state is not None:
+            state.connected = True  # connecting: a failure before the end is unsent
+        connection = await super().connect(req, traces, timeout)
+        if state is not None:
+            state.sent = True  # from here on, the request may reach the server
+        return connection
+
+
 def install_tracing(session: aiohttp.ClientSession) -> None:
     """Add that tracing to a session made elsewhere; it acts only on requests of `send`."""
     if _TRACING not in session.trace_configs:
@@ -129,11 +156,16 @@ async def send(
     state = _Try(request_timeout)
     try:
         if pool is not None:
-            # With a slot of the pool in hand, aiohttp's own timer is the try's timer.
-            async with pool:
-                resp, body = await _exchange(
-                    session, method, url, headers, json_body, _total(request_timeout), None
-                )
+            # With a slot of the pool in hand, aiohttp's own timer is the try's timer,
+            # and `OwnConnector` reports on the try.
+            token = _CURRENT_TRY.set(state)
+            try:
+                async with pool:
+                    resp, body = await _exchange(
+                        session, method, url, headers, json_body, _total(request_timeout), None
+                    )
+            finally:
+                _CURRENT_TRY.reset(token)
         else:
             # No deadline until a connection is in hand: the tracing hook sets it.
             async with asyncio.timeout(None) as scope:
@@ -192,7 +224,7 @@ def translate(exc: BaseException, method: str, state: _Try, secret: str) -> APIC
         error = APIConnectionError(f"connection to the API failed: {detail}")
     if isinstance(exc, _NOT_SENT):
         error._request_sent = False
-    elif state.connected:  # the tracing hooks saw this try: they know
+    elif state.connected:  # the tracing hooks or `OwnConnector` saw this try: they know
         error._request_sent = state.sent
     error.args = (_scrub_value(error.args[0], secret),)
     return error

@@ -274,6 +274,7 @@ class _Poller:
         "_history",
         "_policy",
         "_polls",
+        "_retry_after",
         "_run_id",
         "_scoped",
         "_sleep",
@@ -308,6 +309,7 @@ class _Poller:
         self.last_run: WorkflowRun | None = None
         self._history: list[StatusChange] = []
         self._failure: CopyAIError | None = None  # the last poll's error, while failing
+        self._retry_after: float | None = None  # what the last poll's error asked for
         self._scoped = False  # inside `wait`'s deadline scope
         self._failing_since = 0.0
 
@@ -382,6 +384,7 @@ class _Poller:
         if self._time_left() <= 0:
             raise self._timeout_error("the deadline passed") from self._failure
         self._polls += 1
+        self._retry_after = None  # only the latest poll's answer says how long to wait
         began = self._clock()
         try:
             run = await self._fetch()
@@ -396,6 +399,7 @@ class _Poller:
             if self._failure is None:
                 self._failing_since = began
             self._failure = exc
+            self._retry_after = getattr(exc, "retry_after", None)
             grace = self._policy.outage_grace
             if grace is not None and self._clock() - self._failing_since > grace:
                 raise
@@ -431,7 +435,7 @@ class _Poller:
         """Sleep until the next poll is due, never past the deadline."""
         wait = self._policy.wait(self._waits)
         self._waits += 1
-        retry_after = getattr(self._failure, "retry_after", None)
+        retry_after = self._retry_after
         if retry_after is not None:
             if retry_after >= self._time_left():
                 raise self._timeout_error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -850,3 +851,55 @@ async def test_waiting_for_a_pooled_connection_is_not_the_request_timeout(
         if session is not None:
             await session.close()
         await runner.cleanup()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("own_session", [True, False], ids=["own-session", "given-session"])
+async def test_start_run_retried_when_connecting_timed_out(
+    own_session: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start_run whose connection never completed was never written: it is retried."""
+    import socket
+
+    import copyai_poll._client as client_module
+
+    # A listener that never accepts, its backlog full: a connect to it hangs.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    tries = 0
+    real_send = client_module.send
+
+    async def counting_send(*args: Any, **kwargs: Any) -> Any:
+        nonlocal tries
+        tries += 1
+        return await real_send(*args, **kwargs)
+
+    monkeypatch.setattr(client_module, "send", counting_send)
+    session = None if own_session else aiohttp.ClientSession()
+    try:
+        async with CopyAIClient(
+            KEY,
+            base_url=f"http://127.0.0.1:{port}/api",
+            session=session,
+            request_timeout=0.3,
+            retry=RetryPolicy(attempts=3, initial=0.0, maximum=0.0, jitter=0),
+        ) as client:
+            with pytest.raises(APIConnectionError, match="no answer"):
+                await client.start_run(WF, {"Input 1": "x"})
+    finally:
+        if session is not None:
+            await session.close()
+        listener.close()
+        for filler in fillers:
+            filler.close()
+
+    assert 3 == tries

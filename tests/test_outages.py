@@ -278,3 +278,20 @@ async def test_forty_waits_survive_a_five_second_outage_together(clock: FakeCloc
 
     assert 40 == len(outcomes)
     assert [] == [o for o in outcomes if not o.ok]
+
+
+@pytest.mark.asyncio
+async def test_a_retry_after_is_honoured_once_not_again_after_a_404(clock: FakeClock) -> None:
+    """Only the latest poll's Retry-After counts: a 404 after it does not repeat the wait."""
+    from copyai_poll import NotFoundError
+
+    throttled = RateLimitError("GET answered 429", status=429, retry_after=20.0)
+    not_yet = NotFoundError("GET answered 404", status=404)
+    fetcher = ScriptedFetcher([throttled, not_yet, run("COMPLETE")])
+
+    final = await poll_until_done(
+        fetcher, WF, RUN, policy=FIXED, timeout=30, sleep=clock.sleep, clock=clock
+    )
+
+    assert RunStatus.COMPLETE == final.status
+    assert [20.0, 1.0] == clock.sleeps
