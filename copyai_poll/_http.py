@@ -67,11 +67,15 @@ class Response:
 
 @attrs.define
 class _Try:
-    """What aiohttp's tracing hooks tell `send` about one try in flight."""
+    """What the tracing hooks or `OwnConnector` tell `send` about one try in flight.
+
+    ``seen`` once the try reached the connector: from then on ``sent`` is known, False
+    until the request may have been written. Unseen (a mocked session), it is unknown.
+    """
 
     timeout: float
     scope: asyncio.Timeout | None = None
-    connected: bool = False
+    seen: bool = False
     sent: bool = False
 
 
@@ -79,7 +83,7 @@ async def _on_connection(_session: Any, context: Any, _params: Any) -> None:
     # A connection is in hand (reused, or about to be made): the try's time starts now.
     state = context.trace_request_ctx
     if isinstance(state, _Try) and state.scope is not None:
-        state.connected = True
+        state.seen = True
         state.scope.reschedule(asyncio.get_running_loop().time() + state.timeout)
 
 
@@ -109,8 +113,8 @@ _CURRENT_TRY: ContextVar[_Try | None] = ContextVar("copyai_poll_try", default=No
 class OwnConnector(aiohttp.TCPConnector):
     """The connector of the client's own session: it tells `send` what tracing would.
 
-    That a try is connecting (so a failure from here on is known to the hooks' rule),
-    and that its connection is in hand (so its request may be written from then on).
+    It marks the try in flight as seen when it starts connecting, and as possibly sent
+    once its connection is in hand: a failure in between never wrote the request.
     """
 
     async def connect(
@@ -118,7 +122,7 @@ class OwnConnector(aiohttp.TCPConnector):
     ) -> Connection:
         state = _CURRENT_TRY.get()
         if state is not None:
-            state.connected = True  # connecting: a failure before the end is unsent
+            state.seen = True
         connection = await super().connect(req, traces, timeout)
         if state is not None:
             state.sent = True  # from here on, the request may reach the server
@@ -224,7 +228,7 @@ def translate(exc: BaseException, method: str, state: _Try, secret: str) -> APIC
         error = APIConnectionError(f"connection to the API failed: {detail}")
     if isinstance(exc, _NOT_SENT):
         error._request_sent = False
-    elif state.connected:  # the tracing hooks or `OwnConnector` saw this try: they know
+    elif state.seen:  # the tracing hooks or `OwnConnector` know
         error._request_sent = state.sent
     error.args = (_scrub_value(error.args[0], secret),)
     return error
@@ -238,7 +242,6 @@ def scrub(exc: BaseException, secret: str) -> BaseException:
     The chain stays, for debugging; nothing in it can print the key.
     """
     seen: set[int] = set()
-    current: BaseException | None = exc
     pending = [exc]
     while pending:
         current = pending.pop()

@@ -111,7 +111,7 @@ def test_worth_retrying_transport(
 
 def test_translate_trusts_the_tracing_hooks() -> None:
     """Believes the tracing hooks when they saw a connection: unsent means retryable."""
-    state = _Try(30.0, connected=True, sent=False)
+    state = _Try(30.0, seen=True, sent=False)
 
     error = translate(TimeoutError(), "POST", state, "sk-secret")
 
