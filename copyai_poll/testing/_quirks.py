@@ -7,6 +7,16 @@ from typing import Literal
 import attrs
 
 
+def _share(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{attribute.name} must be between 0 and 1, got {value!r}")
+
+
+def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value >= 0.0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class Quirks:
     """Which of the quirks seen in the wild a run's answers show.
@@ -22,6 +32,19 @@ class Quirks:
         output_format: ``"object"``; ``"json_values"`` turns each non-string output value
             into JSON text; ``"json_text"`` sends the whole ``output`` as JSON text.
         not_found_for: Seconds after the start during which the run answers 404.
+        list_order: The order of pages of runs: ``"oldest_first"`` (the default),
+            ``"newest_first"`` (what one public example hints at) or ``"shuffled"``
+            (a new order on every request).
+        list_missing_status: The share (0 to 1) of listed runs shown without ``status``.
+        list_lag: Seconds the list is behind GET: a listed run shows the status it had
+            that long ago.
+        list_drop: The share (0 to 1) of runs left out of each page (``total`` still
+            counts them).
+        foreign_runs_per_second: Runs of this workflow started by "other clients" at a
+            steady rate from when the quirks were set; they fill the pages like any run.
+
+    The ``list_*`` and ``foreign_runs_per_second`` quirks act where a workflow's quirks
+    are read: set them with ``set_quirks(..., workflow_id=...)`` or as the default.
     """
 
     credits_as_string: bool = False
@@ -38,3 +61,13 @@ class Quirks:
         validator=attrs.validators.in_(("object", "json_values", "json_text")),
     )
     not_found_for: float = attrs.field(default=0.0, converter=float)
+    list_order: Literal["oldest_first", "newest_first", "shuffled"] = attrs.field(
+        default="oldest_first",
+        validator=attrs.validators.in_(("oldest_first", "newest_first", "shuffled")),
+    )
+    list_missing_status: float = attrs.field(default=0.0, converter=float, validator=_share)
+    list_lag: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
+    list_drop: float = attrs.field(default=0.0, converter=float, validator=_share)
+    foreign_runs_per_second: float = attrs.field(
+        default=0.0, converter=float, validator=_non_negative
+    )

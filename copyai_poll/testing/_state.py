@@ -12,7 +12,7 @@ import random
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -46,6 +46,7 @@ class _Run:
     script: Script
     manual: Phase | None = None
     notified: set[str] = attrs.field(factory=set)
+    foreign: bool = False  # started by "another client" (`Quirks.foreign_runs_per_second`)
 
     def phase_at(self, now: float) -> Phase:
         return self.manual or self.script.phase_at(now - self.started)
@@ -79,9 +80,20 @@ class FakeState:
     # finish is due, so a request costs the same however many runs are in progress.
     _due: list[tuple[float, int, str]] = attrs.field(factory=list, init=False)
     _order: Iterator[int] = attrs.field(factory=itertools.count, init=False)
+    _lists: random.Random = attrs.field(init=False)
+    # `createdAt` follows the fake's clock (a manual clock included), from this instant.
+    _epoch: datetime = attrs.field(init=False)
+    _clock_at_epoch: float = attrs.field(init=False)
+    # Per workflow with foreign runs: (when the rate began, how many were started).
+    _foreign: dict[str, tuple[float, int]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._ids = random.Random(f"ids-{self.seed}" if self.seed is not None else None)
+        self._lists = random.Random(f"lists-{self.seed}" if self.seed is not None else None)
+        self._epoch, self._clock_at_epoch = datetime.now(UTC), self.clock()
+
+    def _created_at(self, when: float) -> datetime:
+        return self._epoch + timedelta(seconds=when - self._clock_at_epoch)
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}-{uuid.UUID(int=self._ids.getrandbits(128), version=4)}"
@@ -96,19 +108,51 @@ class FakeState:
         ):
             raise ApiFailure(400, "WORKFLOW_CREDIT_LIMIT_REACHED")
         self.credits_used += self.credits_per_run
+        self._start_foreign(workflow_id)
+        run = self._new_run(workflow_id, start_variables, metadata, self.clock())
+        self._emit(run, STARTED)
+        return run.facts.id
+
+    def _new_run(
+        self,
+        workflow_id: str,
+        start_variables: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None,
+        started: float,
+        *,
+        foreign: bool = False,
+    ) -> _Run:
         facts = RunFacts(
             id=self._new_id("WRUN"),
             workflow_id=workflow_id,
             input=start_variables,
             metadata=metadata,
-            created_at=datetime.now(UTC),
+            created_at=self._created_at(started),
             credits=self.credits_per_run,
         )
-        run = _Run(facts=facts, started=self.clock(), script=self._script_for(workflow_id))
+        # Strangers' runs follow the workflow's script, never the queue meant for ours.
+        script = (
+            self._workflow_scripts.get(workflow_id, self.default_script)
+            if foreign
+            else self._script_for(workflow_id)
+        )
+        run = _Run(facts=facts, started=started, script=script, foreign=foreign)
         self._runs[facts.id] = run
         self._expect_finish(run)
-        self._emit(run, STARTED)
-        return facts.id
+        return run
+
+    def _start_foreign(self, workflow_id: str) -> None:
+        """Start the runs "other clients" started since the last look, in order."""
+        rate = self._workflow_quirks.get(workflow_id, self.default_quirks).foreign_runs_per_second
+        if not rate:
+            return
+        now = self.clock()
+        began, started = self._foreign.setdefault(workflow_id, (now, 0))
+        due = int((now - began) * rate)
+        for n in range(started, due):
+            when = began + (n + 1) / rate
+            self._new_run(workflow_id, {"from": "another client"}, None, when, foreign=True)
+        self._foreign[workflow_id] = (began, max(started, due))
 
     def _script_for(self, workflow_id: str) -> Script:
         if self._queued:
@@ -139,29 +183,57 @@ class FakeState:
 
     def get_run(self, workflow_id: str, run_id: str) -> dict[str, Any]:
         """Answer a get-run request; 404 for unknown, foreign or not yet visible runs."""
+        self._start_foreign(workflow_id)
         run = self._runs.get(run_id)
         if run is None or run.facts.workflow_id != workflow_id or not self._visible(run):
             raise ApiFailure(404, "NOT_FOUND")
         return self.view(run_id)
 
     def list_runs(self, workflow_id: str, size: int, page: int) -> dict[str, Any]:
-        """Answer a list-runs request: page 1 is the first, oldest runs first."""
+        """Answer a list-runs request: page 1 is the first, in the workflow's list order.
+
+        The workflow's quirks decide the order (oldest first by default), and whether
+        items lack ``status``, lag behind GET, or are left out of the page.
+        """
+        self._start_foreign(workflow_id)
+        quirks = self._workflow_quirks.get(workflow_id, self.default_quirks)
         ids = [
             run_id
             for run_id, run in self._runs.items()
             if run.facts.workflow_id == workflow_id and self._visible(run)
         ]
+        if quirks.list_order == "newest_first":
+            ids.reverse()
+        elif quirks.list_order == "shuffled":
+            self._lists.shuffle(ids)
         chosen = ids[(page - 1) * size : page * size]
-        quirks = self._workflow_quirks.get(workflow_id, self.default_quirks)
         total: int | str = str(len(ids)) if quirks.total_as_string else len(ids)
-        return {"total": total, "data": [self.view(run_id) for run_id in chosen]}
+        data = [
+            self._listed(run_id, quirks)
+            for run_id in chosen
+            if not (quirks.list_drop and self._lists.random() < quirks.list_drop)
+        ]
+        return {"total": total, "data": data}
+
+    def _listed(self, run_id: str, quirks: Quirks) -> dict[str, Any]:
+        run = self._runs[run_id]
+        at = self.clock() - quirks.list_lag
+        phase = run.phase_at(at) if quirks.list_lag and run.manual is None else None
+        item = (
+            self.view(run_id)
+            if phase is None
+            else run_object(run.facts, phase, self.quirks_for(run_id))
+        )
+        if quirks.list_missing_status and self._lists.random() < quirks.list_missing_status:
+            del item["status"]
+        return item
 
     def run_ids(self, workflow_id: str | None = None) -> list[str]:
-        """Return the ids of the runs started so far, oldest first."""
+        """Return the ids of the runs started so far (not by "other clients"), oldest first."""
         return [
             run_id
             for run_id, run in self._runs.items()
-            if workflow_id is None or run.facts.workflow_id == workflow_id
+            if (workflow_id is None or run.facts.workflow_id == workflow_id) and not run.foreign
         ]
 
     # Configuration.
