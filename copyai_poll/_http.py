@@ -297,6 +297,9 @@ def _scrub_value(value: Any, secret: str) -> Any:
 
 #: The shortest end of the key that `_key_pieces` redacts on its own.
 _MIN_PIECE = 4
+#: The shortest key redacted from answers' bodies. A body is data: a key as short as a
+#: word ("docs", "test") would be cut out of every run's output that holds that word.
+_MIN_BODY_KEY = 8
 
 
 @functools.lru_cache(maxsize=8)
@@ -324,8 +327,11 @@ def _scrub_body(body: bytes, secret: str) -> bytes:
     Besides the plain echo, `json.loads` reads UTF-16 and UTF-32 and ``\\uXXXX``
     escapes: the key so spelled would reach an error's ``.body``, a message quoting the
     answer, or the document a `json.JSONDecodeError` keeps. Only the whole key is
-    redacted from a body, which is data: a server that cut the key itself is not helped.
+    redacted from a body, which is data: a server that cut the key itself is not helped;
+    nor is a key shorter than `_MIN_BODY_KEY`, which no real key is.
     """
+    if len(secret) < _MIN_BODY_KEY:
+        return body
     plain, escapes = _spellings(secret)
     if plain in body:
         body = body.replace(plain, REDACTED.encode())  # the usual echo, cheaply

@@ -28,6 +28,7 @@ import pytest
 import pytest_asyncio
 
 from copyai_poll import CopyAIClient, CopyAIError, PollPolicy, RetryPolicy
+from copyai_poll.testing import FakeCopyAI
 
 #: Random enough that no run of `PIECE` of its characters turns up anywhere by chance.
 SECRET = "Zq8Xw3Kp-vT6nY2mB9rL4cF7hJ1s"
@@ -496,3 +497,16 @@ async def test_an_answer_without_the_key_reaches_the_caller_unchanged(echo_serve
     async with CopyAIClient(api_key=SECRET, base_url=base_url, retry=RETRY) as client:
         run = await client.get_run(WF, RUN)
     assert {"text": output} == dict(run.output)
+
+
+@pytest.mark.asyncio
+async def test_a_key_as_short_as_a_word_does_not_corrupt_answers() -> None:
+    """A test key like "a" or "docs" is not cut out of the data of every answer."""
+    async with (
+        FakeCopyAI(api_key="a") as fake,
+        CopyAIClient(api_key="a", base_url=fake.base_url) as client,
+    ):
+        started = await client.start_run("WCFG-abc", {"Input 1": "a banana"})
+        run = await client.get_run("WCFG-abc", started.id)
+    assert {"Input 1": "a banana"} == dict(run.input)
+    assert "WCFG-abc" == run.workflow_id
