@@ -20,10 +20,15 @@ from collections.abc import Callable
 
 import attrs
 
-from copyai_poll import PollPolicy
+from copyai_poll import PollPolicy, WebhookReceiver
 
 #: Run durations: log-normal around a median of 30 s, kept between 5 s and 10 min.
 MEDIAN_S, SIGMA, SHORTEST_S, LONGEST_S = 30.0, 1.0, 5.0, 600.0
+
+#: Seconds from a run's end until its webhook delivery has woken the wait and its GET is
+#: answered: a round trip or two on a real network (the acceptance script measures ~5 ms
+#: on loopback, bench/acceptance/webhooks.py).
+DELIVERY_S = 0.1
 
 #: (requests, detection lag in seconds) for a run of the given duration.
 Strategy = Callable[[float, random.Random], tuple[int, float]]
@@ -70,6 +75,26 @@ def polling(policy: PollPolicy) -> Strategy:
     return wait_for
 
 
+def webhooks(policy: PollPolicy, lost: float = 0.0) -> Strategy:
+    """Poll at once, then on ``policy``'s schedule; a delivery wakes one more poll.
+
+    The delivery comes `DELIVERY_S` after the run's end, unless it is lost (with
+    probability ``lost``); a scheduled poll that comes first detects the end itself.
+    """
+
+    def wait_for(duration: float, rng: random.Random) -> tuple[int, float]:
+        woken = duration + DELIVERY_S if rng.random() >= lost else math.inf
+        t, polls = 0.0, 1
+        while t < duration:
+            following = t + policy.wait(polls - 1, rand=rng.random)
+            if woken <= following:
+                return polls + 1, DELIVERY_S
+            t, polls = following, polls + 1
+        return polls, t - duration
+
+    return wait_for
+
+
 def fixed(seconds: float) -> PollPolicy:
     """A policy that polls every ``seconds``, exactly."""
     return PollPolicy(initial=seconds, maximum=seconds, multiplier=1.0, jitter=0.0)
@@ -80,6 +105,8 @@ STRATEGIES: dict[str, Strategy] = {
     "fixed 1 s": polling(fixed(1.0)),
     "fixed 5 s": polling(fixed(5.0)),
     "PollPolicy() (default)": polling(PollPolicy()),
+    "webhooks, SAFETY_NET": webhooks(WebhookReceiver.SAFETY_NET),
+    "webhooks, 10% lost": webhooks(WebhookReceiver.SAFETY_NET, lost=0.1),
 }
 
 

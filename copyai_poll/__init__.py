@@ -17,9 +17,11 @@ from ._errors import (
     RunFailedError,
     ServerError,
 )
+from ._events import RetryEvent
 from ._models import RunStatus, StatusChange, WorkflowRun
 from ._policy import PollPolicy, RetryPolicy
 from ._poll import RunOutcome, poll_many, poll_until_done, watch
+from ._webhooks import WebhookReceiver
 
 # An application that configures no logging sees nothing from the library.
 logging.getLogger("copyai_poll").addHandler(logging.NullHandler())
@@ -37,12 +39,14 @@ __all__ = [
     "PollTimeoutError",
     "RateLimitError",
     "ResponseFormatError",
+    "RetryEvent",
     "RetryPolicy",
     "RunFailedError",
     "RunOutcome",
     "RunStatus",
     "ServerError",
     "StatusChange",
+    "WebhookReceiver",
     "WorkflowRun",
     "poll_many",
     "poll_until_done",

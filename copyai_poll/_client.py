@@ -6,11 +6,19 @@ import asyncio
 import contextlib
 import enum
 import functools
+import inspect
 import json
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from importlib.metadata import PackageNotFoundError, version
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -20,9 +28,11 @@ import attrs
 import yarl
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from . import _otel
 from ._config import path_of, resolve_base_url, resolve_key
 from ._deadline import time_left
-from ._errors import CopyAIError, ResponseFormatError
+from ._errors import CopyAIError, NotFoundError, ResponseFormatError
+from ._events import RetryEvent
 from ._http import (
     Answer,
     OwnConnector,
@@ -39,6 +49,7 @@ from ._pool import Slots
 
 if TYPE_CHECKING:
     from ._poll import Clock, Sleep
+    from ._webhooks import WebhookReceiver
 
 logger = logging.getLogger("copyai_poll")
 
@@ -81,6 +92,8 @@ class CopyAIClient:
         request_timeout: Seconds one try of one request may take, answer included.
         max_requests_per_second: Space the starts of all requests of this client at
             least ``1/N`` seconds apart, whichever tasks send them.
+        on_retry: Called (sync or async) with a `RetryEvent` before each retry's wait;
+            the way to count or show retries. An exception it raises propagates.
         allow_insecure_http: Allow sending the key over plain ``http://`` to a host that
             is not loopback. Off by default: the key would cross the network in clear.
 
@@ -97,6 +110,7 @@ class CopyAIClient:
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so sharing it is safe
         request_timeout: float = 30.0,
         max_requests_per_second: float | None = None,
+        on_retry: Callable[[RetryEvent], Any] | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
         self._api_key = resolve_key(api_key)
@@ -110,6 +124,7 @@ class CopyAIClient:
         self._session = session
         self._owns_session = session is None
         self._retry = retry
+        self._on_retry = on_retry
         self._request_timeout = request_timeout
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._limiter = (
@@ -210,10 +225,42 @@ class CopyAIClient:
         """
         path = path_of("workflow", workflow_id, "run")
         parse = functools.partial(WorkflowRun.from_api, workflow_id=workflow_id)
-        pages = self._pages(path, first=1, page_size=page_size, answer="data", parse=parse)
+        pages = self._pages(
+            path,
+            first=1,
+            page_size=page_size,
+            answer="data",
+            parse=parse,
+            log_ids={"workflow_id": workflow_id},
+        )
         async with contextlib.aclosing(pages):
             async for run in pages:
                 yield run
+
+    async def list_page(
+        self, workflow_id: str, page: int, *, page_size: int = MAX_PAGE_SIZE
+    ) -> tuple[int | None, list[Any]]:
+        """Fetch one page of a workflow's runs, as the server sends it (pages start at 1).
+
+        For `RunTracker`'s sweeps, which read pages from either end and parse each item
+        on its own: an item that is not a run object must not spoil the page.
+
+        Returns:
+            The page's ``total`` (None if it sent none that reads as a number) and its
+            items, undecoded.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        path = path_of("workflow", workflow_id, "run")
+        params = {"size": page_size, "page": page}
+        return await self._call(
+            "GET",
+            path,
+            params=params,
+            answer="data",
+            parse=parse_page,
+            log_ids={"workflow_id": workflow_id},
+        )
 
     async def register_webhook(
         self, url: str, event_type: str, *, workflow_id: str | None = None
@@ -267,6 +314,7 @@ class CopyAIClient:
         on_poll: Callable[[WorkflowRun], Any] | None = None,
         policy: PollPolicy | None = None,
         timeout: float | None = 3600.0,
+        webhooks: WebhookReceiver | None = None,
         sleep: Sleep | None = None,
         clock: Clock | None = None,
     ) -> WorkflowRun:
@@ -281,9 +329,59 @@ class CopyAIClient:
             on_poll=on_poll,
             policy=policy,
             timeout=timeout,
+            webhooks=webhooks,
             sleep=sleep,
             clock=clock,
         )
+
+    # -- webhook subscriptions -------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self,
+        url: str,
+        *,
+        workflow_id: str | None = None,
+        events: Iterable[str] = ("workflowRun.completed", "workflowRun.failed"),
+    ) -> AsyncIterator[tuple[Mapping[str, Any], ...]]:
+        """Register ``url`` for run events while the block runs; delete them after.
+
+        One webhook is registered per event type. On exit (also when the block raises
+        or is cancelled) each is deleted; a 404 means it was already gone. A deletion
+        that fails otherwise is logged; it is raised only if the block itself ended
+        normally, so it never hides the block's own exception.
+
+        Args:
+            url: Where Copy.ai is to POST, e.g. the URL `WebhookReceiver.serve` yields.
+            workflow_id: Only this workflow's runs; None for every workflow.
+            events: The event types to register.
+
+        Yields:
+            The webhooks registered (``id``, ``url``, ``eventType``, ``workflowId``).
+        """
+        hooks: list[Mapping[str, Any]] = []
+        try:
+            for event in events:
+                hooks.append(await self.register_webhook(url, event, workflow_id=workflow_id))
+            yield tuple(hooks)
+        except BaseException:
+            await self._unsubscribe(hooks, quiet=True)
+            raise
+        await self._unsubscribe(hooks, quiet=False)
+
+    async def _unsubscribe(self, hooks: list[Mapping[str, Any]], *, quiet: bool) -> None:
+        """Delete ``hooks``; raise the first failure unless ``quiet`` (a 404 is none)."""
+        failure: CopyAIError | None = None
+        for hook in hooks:
+            try:
+                await self.delete_webhook(str(hook["id"]))
+            except NotFoundError:
+                continue  # already gone: what we wanted
+            except CopyAIError as exc:
+                logger.warning("could not delete webhook %s: %s", hook["id"], exc)
+                failure = failure or exc
+        if failure is not None and not quiet:
+            raise failure
 
     # -- the request path ------------------------------------------------------------
 
@@ -295,6 +393,7 @@ class CopyAIClient:
         page_size: int,
         answer: Answer,
         parse: Callable[[Any], T],
+        log_ids: Mapping[str, str] | None = None,
     ) -> AsyncGenerator[T]:
         """Yield the parsed items of page after page, each once.
 
@@ -308,7 +407,7 @@ class CopyAIClient:
         while True:
             params = {"size": page_size, "page": page}
             total, items = await self._call(
-                "GET", path, params=params, answer=answer, parse=parse_page
+                "GET", path, params=params, answer=answer, parse=parse_page, log_ids=log_ids
             )
             fresh = 0
             for parsed in map(parse, items):
@@ -372,18 +471,22 @@ class CopyAIClient:
                 raises counts as a garbled answer, retried like a 5xx for a GET.
             log_ids: The workflow and run ids, for the retry log records' ``extra``.
         """
+        try_once: Callable[..., Awaitable[T]] = self._try_once
+        if _otel.active is not None:  # off: not even a wrapper in the request's path
+            try_once = _otel.active.wrap_request(self._try_once, method, path, log_ids)
         try:
-            return await self._try_once(method, path, json_body, params, answer, parse)
+            return await try_once(method, path, json_body, params, answer, parse)
         except CopyAIError as exc:
             if self._retry.attempts == 1 or not self._may_retry(exc, idempotent):
                 raise
             failed: CopyAIError | None = exc
+        hook = _RetryHook(method, path, log_ids or {}, self._on_retry, self._sleep_hook)
         retrying = AsyncRetrying(
             stop=self._stop,
             wait=self._retry_wait,
             retry=retry_if_exception(functools.partial(self._may_retry, idempotent=idempotent)),
-            sleep=self._sleep_hook,
-            before_sleep=functools.partial(_log_retry, method, path, log_ids or {}),
+            sleep=hook.sleep,
+            before_sleep=hook.before_sleep,
             reraise=True,
         )
         async for attempt in retrying:
@@ -391,7 +494,7 @@ class CopyAIClient:
                 if failed is not None:  # the first try's failure is tenacity's attempt 1
                     error, failed = failed, None
                     raise error
-                return await self._try_once(method, path, json_body, params, answer, parse)
+                return await try_once(method, path, json_body, params, answer, parse)
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _try_once(
@@ -477,6 +580,54 @@ def _webhook(value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ResponseFormatError(f"expected a webhook object, got {type(value).__name__}")
     return MappingProxyType(dict(value))
+
+
+class _RetryHook:
+    """Tells the log, `on_retry` and telemetry about each retry of one request.
+
+    tenacity's ``before_sleep`` notes the retry (and logs it); its ``sleep``, always
+    awaited, then calls ``on_retry`` (awaiting it if async) before the wait itself, so
+    an async callback works whatever tenacity version runs it.
+    """
+
+    __slots__ = ("_ids", "_method", "_on_retry", "_path", "_pending", "_sleep")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        ids: Mapping[str, str],
+        on_retry: Callable[[RetryEvent], Any] | None,
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self._method, self._path, self._ids = method, path, ids
+        self._on_retry, self._sleep = on_retry, sleep
+        self._pending: RetryEvent | None = None
+
+    def before_sleep(self, state: RetryCallState) -> None:
+        _log_retry(self._method, self._path, self._ids, state)
+        exc = state.outcome.exception() if state.outcome else None
+        assert isinstance(exc, CopyAIError), "only a CopyAIError is retried"
+        self._pending = RetryEvent(
+            method=self._method,
+            path=self._path,
+            workflow_id=self._ids.get("workflow_id"),
+            run_id=self._ids.get("run_id"),
+            attempt=state.attempt_number,
+            wait=state.next_action.sleep if state.next_action else 0.0,
+            error=exc,
+        )
+
+    async def sleep(self, seconds: float) -> None:
+        event, self._pending = self._pending, None
+        if event is not None:
+            if _otel.active is not None:
+                _otel.active.retried(event)
+            if self._on_retry is not None:
+                result = self._on_retry(event)
+                if inspect.isawaitable(result):
+                    await result
+        await self._sleep(seconds)
 
 
 def _log_retry(method: str, path: str, ids: Mapping[str, str], state: RetryCallState) -> None:

@@ -18,10 +18,12 @@ from typing import Any, Protocol, TypedDict, Unpack
 
 import attrs
 
+from . import _otel
 from ._deadline import time_left
 from ._errors import CopyAIError, NotFoundError, PollTimeoutError, RunFailedError, is_transient
 from ._models import RunStatus, StatusChange, WorkflowRun
 from ._policy import PollPolicy
+from ._webhooks import WebhookReceiver
 
 logger = logging.getLogger("copyai_poll")
 
@@ -31,6 +33,9 @@ Clock = Callable[[], float]
 #: Seconds a wait may last when the caller does not say: a run stuck for an hour must
 #: not hold a task of a service for ever.
 DEFAULT_TIMEOUT = 3600.0
+
+#: Seconds between a waiter's woken polls at least, however many deliveries arrive.
+WAKE_INTERVAL = 1.0
 
 
 class RunFetcher(Protocol):
@@ -46,6 +51,7 @@ class PollOptions(TypedDict, total=False):
     on_poll: Callable[[WorkflowRun], Any] | None
     policy: PollPolicy | None
     timeout: float | None
+    webhooks: WebhookReceiver | None
     sleep: Sleep | None
     clock: Clock | None
 
@@ -62,6 +68,7 @@ async def poll_until_done(
     on_poll: Callable[[WorkflowRun], Any] | None = None,
     policy: PollPolicy | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    webhooks: WebhookReceiver | None = None,
     sleep: Sleep | None = None,
     clock: Clock | None = None,
 ) -> WorkflowRun:
@@ -78,9 +85,12 @@ async def poll_until_done(
         on_status_change: Called (sync or async) once per observed change of status,
             in order, the first observation included, the terminal one before return.
         on_poll: Called (sync or async) with the run after every successful poll.
-        policy: When to poll next; None for `PollPolicy()`.
+        policy: When to poll next; None for `PollPolicy()`, or with ``webhooks`` for
+            `WebhookReceiver.SAFETY_NET`.
         timeout: Seconds for the whole wait, requests and sleeps included; None waits
             for ever.
+        webhooks: A `WebhookReceiver`: a delivery for this run makes the wait poll at
+            once (at most once a second); the status still comes from that GET.
         sleep: How to wait between polls (tests pass a fake that does not wait).
         clock: The monotonic clock the deadline and ``elapsed`` are measured on.
 
@@ -94,7 +104,7 @@ async def poll_until_done(
         CopyAIError: The fetcher failed for good: an error that is not transient, or
             transient errors for longer than ``policy.outage_grace``.
     """
-    poller = _Poller(fetcher, workflow_id, run_id, policy, timeout, sleep, clock)
+    poller = _Poller(fetcher, workflow_id, run_id, policy, timeout, sleep, clock, webhooks)
     return await poller.wait(on_status_change, on_poll)
 
 
@@ -105,6 +115,7 @@ async def watch(
     *,
     policy: PollPolicy | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    webhooks: WebhookReceiver | None = None,
     sleep: Sleep | None = None,
     clock: Clock | None = None,
 ) -> AsyncGenerator[StatusChange]:
@@ -112,13 +123,17 @@ async def watch(
 
     A FAILED run is the last value here, not an exception. Closing the generator (or
     leaving an ``async with contextlib.aclosing(...)`` block) stops the poll at once.
+    ``webhooks=`` wakes it as in `poll_until_done`.
 
     Raises:
         PollTimeoutError: ``timeout`` passed first.
         CopyAIError: The fetcher failed for good, as in `poll_until_done`.
     """
-    poller = _Poller(fetcher, workflow_id, run_id, policy, timeout, sleep, clock)
-    async with aclosing(poller.observations()) as observations:
+    poller = _Poller(fetcher, workflow_id, run_id, policy, timeout, sleep, clock, webhooks)
+    observed = poller.observations()
+    if _otel.active is not None:  # off: nothing more in the wait's path
+        observed = _otel.active.observe(poller, observed)
+    async with aclosing(observed) as observations:
         async for _run, change in observations:
             if change is not None:
                 yield change
@@ -241,6 +256,7 @@ async def _outcome(
         options.get("timeout", DEFAULT_TIMEOUT),
         options.get("sleep"),
         options.get("clock"),
+        options.get("webhooks"),
     )
     try:
         run = await poller.wait(options.get("on_status_change"), options.get("on_poll"))
@@ -274,12 +290,16 @@ class _Poller:
         "_history",
         "_policy",
         "_polls",
+        "_receiver",
         "_retry_after",
         "_run_id",
         "_scoped",
         "_sleep",
         "_started",
         "_waits",
+        "_wake_due",
+        "_wakeup",
+        "_woken_at",
         "_workflow_id",
         "last_run",
     )
@@ -293,13 +313,16 @@ class _Poller:
         timeout: float | None,
         sleep: Sleep | None,
         clock: Clock | None,
+        webhooks: WebhookReceiver | None = None,
     ) -> None:
         if timeout is not None and not (timeout >= 0):
             raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
         self._fetcher = fetcher
         self._workflow_id = workflow_id
         self._run_id = run_id
-        self._policy = _DEFAULT_POLICY if policy is None else policy
+        if policy is None:
+            policy = _DEFAULT_POLICY if webhooks is None else WebhookReceiver.SAFETY_NET
+        self._policy = policy
         self._sleep = asyncio.sleep if sleep is None else sleep
         self._clock = time.monotonic if clock is None else clock
         self._started = self._clock()
@@ -312,6 +335,11 @@ class _Poller:
         self._retry_after: float | None = None  # what the last poll's error asked for
         self._scoped = False  # inside `wait`'s deadline scope
         self._failing_since = 0.0
+        # Deliveries (see `wake`): None without a receiver, and then never looked at.
+        self._receiver = webhooks
+        self._wakeup: asyncio.Future[None] | None = None  # ends the woken pause under way
+        self._wake_due: float | None = None  # when the next woken poll may begin
+        self._woken_at = -math.inf  # when the last woken poll began
 
     async def wait(
         self,
@@ -319,6 +347,49 @@ class _Poller:
         on_poll: Callable[[WorkflowRun], Any] | None,
     ) -> WorkflowRun:
         """Poll to the end, calling the callbacks; the COMPLETE run, or the error.
+
+        With a receiver, deliveries for the run wake the wait while it lasts.
+        """
+        if _otel.active is not None:  # off: nothing more in the wait's path
+            return await _otel.active.wait(self, self._attached_wait, on_status_change, on_poll)
+        return await self._attached_wait(on_status_change, on_poll)
+
+    async def _attached_wait(
+        self,
+        on_status_change: Callable[[StatusChange], Any] | None,
+        on_poll: Callable[[WorkflowRun], Any] | None,
+    ) -> WorkflowRun:
+        """`_wait`, registered with the receiver (if any) while it lasts."""
+        if self._receiver is None:
+            return await self._wait(on_status_change, on_poll)
+        detach = self._receiver._attach(self._run_id, self)
+        try:
+            return await self._wait(on_status_change, on_poll)
+        finally:
+            detach()
+
+    def wake(self) -> None:
+        """Poll once at once, cutting the pause under way short.
+
+        Woken polls are at least `WAKE_INTERVAL` apart: a wake sooner after the last
+        one is deferred to the end of that interval, never dropped. A wake while a poll
+        is in flight makes one more poll follow it (that poll may have been answered
+        before whatever the delivery announced). Any poll that begins satisfies every
+        wake before it. Only a poll made with a receiver (``webhooks=``) can be woken.
+        """
+        due = max(self._clock(), self._woken_at + WAKE_INTERVAL)
+        if self._wake_due is not None and self._wake_due <= due:
+            return  # an earlier (or the same) woken poll is already due: coalesced
+        self._wake_due = due
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _wait(
+        self,
+        on_status_change: Callable[[StatusChange], Any] | None,
+        on_poll: Callable[[WorkflowRun], Any] | None,
+    ) -> WorkflowRun:
+        """`wait` without the receiver's registration.
 
         One deadline scope bounds the whole wait (requests, sleeps and callbacks), rather
         than one timer per request.
@@ -358,13 +429,18 @@ class _Poller:
 
     async def observations(self) -> AsyncGenerator[tuple[WorkflowRun, StatusChange | None]]:
         """Poll until the run is terminal, yielding each run seen and its change, if any."""
-        while True:
-            run = await self._poll()
-            if run is not None:
-                yield run, self._observe(run)
-                if run.is_terminal:
-                    return
-            await self._pause()
+        detach = None if self._receiver is None else self._receiver._attach(self._run_id, self)
+        try:
+            while True:
+                run = await self._poll()
+                if run is not None:
+                    yield run, self._observe(run)
+                    if run.is_terminal:
+                        return
+                await self._pause()
+        finally:
+            if detach is not None:
+                detach()
 
     def result(self) -> WorkflowRun:
         """The final run, or `RunFailedError` if it failed."""
@@ -442,7 +518,43 @@ class _Poller:
                     f"the server asked to wait {retry_after:g}s, past the deadline"
                 ) from self._failure
             wait = max(wait, retry_after)
-        await self._sleep(max(0.0, min(wait, self._time_left())))
+        delay = max(0.0, min(wait, self._time_left()))
+        if self._receiver is None:
+            await self._sleep(delay)
+        else:
+            await self._woken_pause(delay, retry_after or 0.0)
+
+    async def _woken_pause(self, delay: float, floor: float) -> None:
+        """`_pause`'s sleep when deliveries may wake the wait.
+
+        It ends after ``delay``, or earlier once a wake is due, but never before
+        ``floor`` (a Retry-After) has passed. The sleep stays the injected one: it runs
+        as a task, raced against the wake, and only on this path.
+        """
+        start = self._clock()
+        end, earliest = start + delay, start + floor
+        while True:
+            now = self._clock()
+            due = self._wake_due
+            if due is not None and max(due, earliest) <= now:
+                self._woken_at = now
+                break
+            if now >= end:
+                break
+            target = end if due is None else min(end, max(due, earliest))
+            loop = asyncio.get_running_loop()
+            self._wakeup = wakeup = loop.create_future()
+            sleeper = asyncio.ensure_future(self._sleep(target - now))
+            try:
+                await asyncio.wait((sleeper, wakeup), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._wakeup = None
+                if not sleeper.done():
+                    sleeper.cancel()
+                    await asyncio.wait((sleeper,))  # gone before the wait goes on, or ends
+            if not sleeper.cancelled():
+                sleeper.result()  # an injected sleep that failed fails the wait
+        self._wake_due = None  # the poll that follows answers every wake so far
 
     def _observe(self, run: WorkflowRun) -> StatusChange | None:
         self.last_run = run

@@ -29,6 +29,8 @@ CONTRACT_NAMES = [
     "RunFailedError",
     "PollTimeoutError",
     "CreditLimitError",
+    "RetryEvent",
+    "WebhookReceiver",
 ]
 
 

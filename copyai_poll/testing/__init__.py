@@ -8,12 +8,13 @@ from ._quirks import Quirks
 from ._scripts import Phase, Script, Step
 from ._serve import serve
 from ._server import FakeCopyAI
-from ._webhooks import Delivery
+from ._webhooks import Delivery, DeliveryPlan
 
 __all__ = [
     "Clock",
     "DEMO_WORKFLOW_ID",
     "Delivery",
+    "DeliveryPlan",
     "FakeCopyAI",
     "Fault",
     "ManualClock",

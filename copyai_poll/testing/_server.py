@@ -19,7 +19,7 @@ from ._log import RequestRecord
 from ._quirks import Quirks
 from ._scripts import Script
 from ._state import FakeState
-from ._webhooks import Delivery, WebhookSender
+from ._webhooks import Delivery, DeliveryPlan, WebhookSender
 
 
 @attrs.define(kw_only=True, repr=False)
@@ -300,6 +300,15 @@ class FakeCopyAI:
         """Register a webhook without an HTTP request; return its id."""
         body = {"url": url, "eventType": event_type, "workflowId": workflow_id}
         return self._state.create_webhook(body).id
+
+    def set_delivery_plan(self, plan: DeliveryPlan) -> None:
+        """Drop, delay or duplicate a share of webhook deliveries, or change their shape.
+
+        Args:
+            plan: Applies to deliveries from now on; ``DeliveryPlan()`` restores the
+                default (each sent once, at once, as the run object plus ``"type"``).
+        """
+        self._sender.set_plan(plan)
 
     @property
     def deliveries(self) -> list[Delivery]:

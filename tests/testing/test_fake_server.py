@@ -26,6 +26,7 @@ def test_exported_names() -> None:
         "Clock",
         "DEMO_WORKFLOW_ID",
         "Delivery",
+        "DeliveryPlan",
         "FakeCopyAI",
         "Fault",
         "ManualClock",

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from copyai_poll.testing import FakeCopyAI, ManualClock, Script
+from copyai_poll.testing import DeliveryPlan, FakeCopyAI, ManualClock, Script
 from tests.testing.fake_helpers import WF, Api
 
 STARTED, COMPLETED, FAILED = "workflowRun.started", "workflowRun.completed", "workflowRun.failed"
@@ -198,3 +198,104 @@ async def test_ticker_sends_completion_without_requests(receiver: Receiver) -> N
                 await asyncio.sleep(0.01)
 
     assert [COMPLETED] == [d.event_type for d in server.deliveries]
+
+
+# -- DeliveryPlan: deliveries that go wrong on demand ------------------------------------
+
+
+async def _start_many(api: Api, n: int) -> list[str]:
+    return [await api.start() for _ in range(n)]
+
+
+@pytest.mark.asyncio
+async def test_a_share_of_deliveries_is_dropped(
+    fake: FakeCopyAI, api: Api, receiver: Receiver
+) -> None:
+    """drop=0.5 sends about half; the dropped ones are recorded as such, never sent."""
+    fake.set_delivery_plan(DeliveryPlan(drop=0.5, seed=1))
+    fake.register_webhook(receiver.url, STARTED)
+    run_ids = await _start_many(api, 40)
+
+    deliveries = await fake.flush_webhooks()
+
+    dropped = [d.run_id for d in deliveries if d.dropped]
+    sent = [body["id"] for body in receiver.received]
+    assert 10 <= len(dropped) <= 30
+    assert sorted(run_ids) == sorted(dropped + sent)
+    assert all(d.status is None and not d.ok for d in deliveries if d.dropped)
+
+
+@pytest.mark.asyncio
+async def test_duplicated_deliveries_arrive_twice(
+    fake: FakeCopyAI, api: Api, receiver: Receiver
+) -> None:
+    """duplicate=1.0 sends every event twice, the same body both times."""
+    fake.set_delivery_plan(DeliveryPlan(duplicate=1.0))
+    fake.register_webhook(receiver.url, STARTED)
+    run_ids = await _start_many(api, 3)
+
+    await fake.flush_webhooks()
+
+    assert sorted(run_ids * 2) == sorted(body["id"] for body in receiver.received)
+
+
+@pytest.mark.asyncio
+async def test_delayed_deliveries_are_held_back(
+    fake: FakeCopyAI, api: Api, receiver: Receiver
+) -> None:
+    """delay=1.0 holds every delivery back for delay_seconds: none has arrived at once."""
+    fake.set_delivery_plan(DeliveryPlan(delay=1.0, delay_seconds=30.0))
+    fake.register_webhook(receiver.url, STARTED)
+    await api.start()
+
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+    assert ([], []) == (receiver.received, fake.deliveries)
+
+
+@pytest.mark.asyncio
+async def test_the_documented_shape(
+    fake: FakeCopyAI, manual_clock: ManualClock, api: Api, receiver: Receiver
+) -> None:
+    """shape="documented" sends {type, workflowId, workflowRunId, result, metadata}."""
+    fake.set_delivery_plan(DeliveryPlan(shape="documented"))
+    fake.set_script(Script.completes(("PROCESSING", 1), output={"text": "ok"}))
+    fake.register_webhook(receiver.url, COMPLETED)
+    run_id = await api.start()
+    manual_clock.advance(1)
+
+    await fake.flush_webhooks()
+
+    assert [
+        {
+            "type": COMPLETED,
+            "workflowId": WF,
+            "workflowRunId": run_id,
+            "result": {"text": "ok"},
+            "metadata": fake.run(run_id)["metadata"],
+        }
+    ] == receiver.received
+
+
+def test_the_same_seed_gives_the_same_fates() -> None:
+    """Fates come from the plan's seed, so a failing run of a test repeats exactly."""
+    from copyai_poll.testing._webhooks import WebhookSender
+
+    def fates(seed: int) -> list[float]:
+        sender = WebhookSender(clock=lambda: 0.0)
+        sender.set_plan(DeliveryPlan(drop=0.5, seed=seed))
+        return [sender._rng.random() for _ in range(10)]
+
+    assert fates(3) == fates(3)
+    assert fates(3) != fates(4)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"drop": 1.5}, {"duplicate": -0.1}, {"delay_seconds": float("inf")}, {"shape": "xml"}],
+)
+def test_nonsense_plans_are_refused(options: dict[str, Any]) -> None:
+    """Shares outside 0..1, an endless delay or an unknown shape are a ValueError."""
+    with pytest.raises(ValueError, match=r"must|shape"):
+        DeliveryPlan(**options)
