@@ -24,6 +24,8 @@ Sections:
 ``uvloop``   ``main``'s workload on uvloop, the raw loop against `poll_until_done`
              (skipped where uvloop is not installed).
 ``strategies`` waiting strategies in virtual time (`bench.strategies`), and their plot.
+``tracking`` `RunTracker` fleets in virtual time (`bench.tracking`): per-run polling,
+             sweeps and a learned head start, under every list quirk.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from .worker import Spec
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
 PLOT = ROOT / "docs" / "img" / "requests-vs-lag.png"
-SECTIONS = ("main", "memory", "big", "uvloop", "strategies")
+SECTIONS = ("main", "memory", "big", "uvloop", "strategies", "tracking")
 LIBRARY = "poll_until_done"
 
 Runner = Callable[[Spec], dict[str, Any]]
@@ -70,6 +72,8 @@ class Config:
     big_runs: int = 10_000
     big_due_in: float = 5.0
     sim_runs: int = 10_000
+    tracking_runs: int = 1000
+    tracking_seeds: int = 4
     sections: tuple[str, ...] = SECTIONS
     plot: Path | None = PLOT
     output: Path = RESULTS
@@ -230,7 +234,7 @@ def describe(env: dict[str, Any], cfg: Config, results: dict[str, Any]) -> str:
     loads = [
         sample["load_1min"]
         for name, section in results.items()
-        if name != "strategies"
+        if name not in ("strategies", "tracking")
         for samples in section.values()
         for sample in samples
     ]
@@ -283,6 +287,13 @@ def tables(results: dict[str, Any], cfg: Config) -> list[str]:
             report.strategies_table(outcomes),
             "",
         ]
+    if lines := results.get("tracking"):
+        out += [
+            f"Tracking many runs, virtual time: {cfg.tracking_runs:,} runs started within a "
+            f"minute, {cfg.tracking_seeds} seeds pooled",
+            *lines[1:],
+            "",
+        ]
     return out
 
 
@@ -321,6 +332,10 @@ def run_all(cfg: Config, runner: Runner = in_a_process) -> dict[str, Any]:
         results["strategies"] = outcomes
         if cfg.plot is not None:
             _plot(outcomes, cfg)
+    if "tracking" in cfg.sections:
+        from . import tracking  # the library's tracker, imported only when asked for
+
+        results["tracking"] = tracking.report(cfg.tracking_runs, range(cfg.tracking_seeds))
     return results
 
 
@@ -349,13 +364,17 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     add("--big-runs", type=int, default=default.big_runs, help="runs of the big section")
     add("--big-due-in", type=float, default=default.big_due_in, help="the same, big section")
     add("--sim-runs", type=int, default=default.sim_runs, help="runs of the simulation")
+    add("--tracking-runs", type=int, default=default.tracking_runs, help="runs per fleet")
+    add("--tracking-seeds", type=int, default=default.tracking_seeds, help="fleets pooled")
     add("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="which")
     add("--plot", type=Path, default=default.plot, help="where the PNG goes")
     add("--no-plot", action="store_true", help="draw no plot")
     add("--output", type=Path, default=default.output, help="where the JSON samples go")
     args = parser.parse_args(argv)
-    if min(args.rounds, args.runs, args.big_runs, args.sim_runs) < 1:
-        parser.error("--rounds, --runs, --big-runs and --sim-runs must be at least 1")
+    if min(args.rounds, args.runs, args.big_runs, args.sim_runs, args.tracking_runs) < 1:
+        parser.error("--rounds, --runs, --big-runs, --sim-runs and --tracking-runs >= 1")
+    if args.tracking_seeds < 1:
+        parser.error("--tracking-seeds must be at least 1")
     if not (args.interval > 0 and args.due_in >= 0 and args.big_due_in >= 0):
         parser.error("--interval must be > 0, --due-in and --big-due-in >= 0")
     return Config(
@@ -366,6 +385,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         big_runs=args.big_runs,
         big_due_in=args.big_due_in,
         sim_runs=args.sim_runs,
+        tracking_runs=args.tracking_runs,
+        tracking_seeds=args.tracking_seeds,
         sections=tuple(args.sections),
         plot=None if args.no_plot else args.plot,
         output=args.output,

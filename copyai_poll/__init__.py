@@ -21,6 +21,7 @@ from ._events import RetryEvent
 from ._models import RunStatus, StatusChange, WorkflowRun
 from ._policy import PollPolicy, RetryPolicy
 from ._poll import RunOutcome, poll_many, poll_until_done, watch
+from ._tracker import RunHandle, RunTracker
 from ._webhooks import WebhookReceiver
 
 # An application that configures no logging sees nothing from the library.
@@ -42,8 +43,10 @@ __all__ = [
     "RetryEvent",
     "RetryPolicy",
     "RunFailedError",
+    "RunHandle",
     "RunOutcome",
     "RunStatus",
+    "RunTracker",
     "ServerError",
     "StatusChange",
     "WebhookReceiver",

@@ -19,6 +19,7 @@ from bench.contenders import CONTENDERS, RAW
 
 TINY = ["--rounds", "1", "--runs", "3", "--big-runs", "4", "--interval", "0.05"]
 TINY += ["--due-in", "0.05", "--big-due-in", "0.05", "--sim-runs", "50"]
+TINY += ["--tracking-runs", "30", "--tracking-seeds", "1"]
 
 
 def test_the_command_fills_every_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,6 +34,8 @@ def test_the_command_fills_every_table(tmp_path: Path, capsys: pytest.CaptureFix
     if importlib.util.find_spec("uvloop") is not None:
         assert [RAW, run.LIBRARY] == list(saved["uvloop"])
     assert list(strategies.STRATEGIES) == list(saved["strategies"])
+    modes = [line.split(" | ")[0] for line in saved["tracking"] if line.startswith("| ")]
+    assert ["| per-run polling", "| per-run, learn=True", "| sweep=True"] == modes[1:4]
     resolved = {
         s["resolved"] for section in ("main", "memory", "uvloop") for s in _all(saved, section)
     }

@@ -31,6 +31,8 @@ CONTRACT_NAMES = [
     "CreditLimitError",
     "RetryEvent",
     "WebhookReceiver",
+    "RunTracker",
+    "RunHandle",
 ]
 
 
