@@ -1,4 +1,7 @@
-"""``copyai-poll demo``: twenty scripted runs on an embedded fake server, watched live."""
+"""``copyai-poll demo``: twenty scripted runs on an embedded fake server, watched live.
+
+Below `_cli`, above `_cli_options`, `_cli_watch` and `_cli_display`.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._cli_display import EXIT_FAILED, EXIT_OK, DisplayLogHandler
-from ._cli_watch import Watcher, watch_runs
-from ._client import CopyAIClient
+from ._cli_display import DisplayLogHandler, Output
+from ._cli_options import Options
+from ._cli_watch import EXIT_FAILED, EXIT_OK, Watcher
 from ._policy import PollPolicy, RetryPolicy
 
 if TYPE_CHECKING:
-    from ._cli import Options
     from .testing import FakeCopyAI
 
 DEMO_RUNS = 20
@@ -26,7 +28,8 @@ DEMO_RETRY = RetryPolicy(attempts=6, initial=0.1, maximum=1.0)
 DEMO_TIMEOUT = 60.0
 
 
-async def demo(options: Options, log_handler: DisplayLogHandler) -> int:
+async def demo(options: Options, log_handler: DisplayLogHandler, out: Output) -> int:
+    """Start the demo's runs on an embedded fake and watch them; the exit code."""
     from .testing import DEMO_WORKFLOW_ID, FakeCopyAI, Fault, demo_scripts
 
     finals = [script.final for script in demo_scripts(0, DEMO_RUNS)]
@@ -36,21 +39,22 @@ async def demo(options: Options, log_handler: DisplayLogHandler) -> int:
     fake.add_faults(
         "get_run", Fault.server_error(503), Fault.rate_limited(retry_after=1), Fault.truncated()
     )
-    options = attrs.evolve(options, policy=DEMO_POLICY)
+    options = attrs.evolve(options, policy=DEMO_POLICY, timeout=options.timeout or DEMO_TIMEOUT)
+    watcher = options.watcher(out, log_handler)
     began = time.monotonic()
-    async with (
-        fake,
-        CopyAIClient(fake.api_key, base_url=fake.base_url, retry=DEMO_RETRY) as client,
-    ):
-        pairs = []
-        for index in range(DEMO_RUNS):
-            inputs = {"Input 1": f"Draft #{index + 1}"}
-            run = await client.start_run(DEMO_WORKFLOW_ID, inputs, metadata={"demo": index + 1})
-            pairs.append((DEMO_WORKFLOW_ID, run.id))
-        report = functools.partial(_demo_report, fake, finals, durations, began)
-        watcher, code = await watch_runs(
-            options, log_handler, client, pairs, timeout=DEMO_TIMEOUT, summary=report
+    async with fake:
+        client = options.watching_client(
+            watcher, api_key=fake.api_key, base_url=fake.base_url, retry=DEMO_RETRY
         )
+        async with client:
+            pairs = []
+            for index in range(DEMO_RUNS):
+                inputs = {"Input 1": f"Draft #{index + 1}"}
+                metadata = {"demo": index + 1}
+                run = await client.start_run(DEMO_WORKFLOW_ID, inputs, metadata=metadata)
+                pairs.append((DEMO_WORKFLOW_ID, run.id))
+            report = functools.partial(_demo_report, fake, finals, durations, began)
+            code = await watcher.watch(client, pairs, summary=report)
     if code in (EXIT_OK, EXIT_FAILED):
         return EXIT_OK if not _unscripted(watcher, finals) else EXIT_FAILED
     return code

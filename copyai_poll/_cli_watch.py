@@ -1,76 +1,161 @@
-"""Waiting for runs on behalf of the CLI: one `poll_until_done` each, fed to a display."""
+"""Waiting for runs on behalf of the CLI, and the exit codes that say how it ended.
+
+`Watcher` runs one `poll_until_done` per run and turns what it sees into calls on a
+display (`_cli_display`, the only CLI module below this one): the polls' callbacks, the
+client's `RetryEvent`s (``on_retry=watcher.retried``), and the 404s and failed polls its
+fetcher passes through on their way to the poller. It polls nothing itself and decides
+nothing the library decides.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import logging
-import sys
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 
 from . import (
     CopyAIClient,
     CopyAIError,
+    NotFoundError,
     PollPolicy,
     PollTimeoutError,
+    RetryEvent,
     RunFailedError,
     StatusChange,
+    WorkflowRun,
     poll_until_done,
 )
 from ._cli_display import (
-    EXIT_FOR,
     Display,
     DisplayLogHandler,
     RunView,
-    choose_display,
     describe,
+    error_reason,
     shorten,
 )
+from ._errors import is_transient
 
-if TYPE_CHECKING:
-    from ._cli import Options
+#: The exit codes; when runs end differently the highest of 4, 3, 1, 0 wins.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+EXIT_API = 4
+EXIT_INTERRUPTED = 130
+#: The exit code of each outcome of a run.
+EXIT_FOR = {
+    "COMPLETE": EXIT_OK,
+    "FAILED": EXIT_FAILED,
+    "TIMEOUT": EXIT_TIMEOUT,
+    "ERROR": EXIT_API,
+    "INTERRUPTED": EXIT_INTERRUPTED,
+}
+EXIT_CODES_HELP = f"""\
+exit codes:
+  {EXIT_OK}    every run COMPLETE (or the command succeeded)
+  {EXIT_FAILED}    a run FAILED
+  {EXIT_USAGE}    usage or configuration error (bad arguments, no API key, unreadable key file)
+  {EXIT_TIMEOUT}    a run did not finish before --timeout
+  {EXIT_API}    API or connection error (wrong key, unknown run, server unreachable, ...)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); where each run stood is printed first
+When several runs end differently, the highest code of 4, 3, 1, 0 wins, also when
+stdout is closed early (| head). 'demo' exits 0 when every run ended as its script
+says (some are scripted to fail), 1 when one did not, 4 on an API error.
+"""
+
+
+def base_url_hint(base_url: str) -> str:
+    """What to say with a 404 when the base URL does not end in ``/api``, else ``""``."""
+    if base_url.rstrip("/").endswith("/api"):
+        return ""
+    return f"the base URL {base_url} does not end in /api: did you mean {base_url}/api?"
 
 
 @attrs.define
 class Watcher:
     """Waits for runs with one `poll_until_done` each, feeding the display."""
 
-    client: CopyAIClient
     display: Display
     policy: PollPolicy
     timeout: float | None = None
+    #: Said with every 404 (see `base_url_hint`).
+    hint: str = ""
+    #: Log records (-v) go through the display while it shows runs.
+    log_handler: DisplayLogHandler | None = None
     views: dict[tuple[str, str], RunView] = attrs.field(factory=dict)
     retries: int = 0
 
+    def retried(self, event: RetryEvent) -> None:
+        """``on_retry`` of the client: count the retry, against its run if it names one."""
+        self.retries += 1
+        view = None
+        if event.workflow_id is not None and event.run_id is not None:
+            view = self.views.get((event.workflow_id, event.run_id))
+        if view is not None:
+            view.retried(event)
+        self.display.retry(view, event)
+
     def add(self, workflow_id: str, run_id: str) -> RunView:
         """Show a run now; it is waited for by `wait_all`."""
-        view = self.views.setdefault(
-            (workflow_id, run_id), RunView(workflow_id=workflow_id, run_id=run_id)
-        )
-        self.display.start(view)
-        return view
+        key = (workflow_id, run_id)
+        if key not in self.views:
+            self.views[key] = RunView(
+                workflow_id=workflow_id,
+                run_id=run_id,
+                not_found_grace=self.policy.not_found_grace,
+                outage_grace=self.policy.outage_grace,
+            )
+            self.display.start(self.views[key])
+        return self.views[key]
 
-    async def wait_all(self) -> None:
+    async def watch(
+        self,
+        client: CopyAIClient,
+        pairs: Iterable[tuple[str, str]],
+        *,
+        summary: Callable[[Watcher], dict[str, Any]] = lambda _: {},
+    ) -> int:
+        """Show and wait for runs, sum up (interrupted or not); return the exit code."""
+        if self.log_handler is not None:
+            self.log_handler.display = self.display
+        try:
+            async with self.display:
+                for workflow_id, run_id in pairs:
+                    self.add(workflow_id, run_id)
+                try:
+                    await self.wait_all(client)
+                finally:
+                    views = list(self.views.values())
+                    self.display.summary(views, self.retries, summary(self))
+        finally:
+            if self.log_handler is not None:
+                self.log_handler.display = None
+        return self.exit_code()
+
+    async def wait_all(self, client: CopyAIClient) -> None:
         """Wait for every run; one run's failure never stops the others."""
         try:
             async with asyncio.TaskGroup() as group:
                 for view in self.views.values():
-                    group.create_task(self._wait(view))
+                    group.create_task(self._wait(client, view))
         except asyncio.CancelledError:
-            for view in self.views.values():
-                if view.outcome is None:
-                    view.finish("INTERRUPTED", None, f"stopped while {view.status}")
-                    self.display.final(view)
+            self.interrupted()
             raise
 
-    async def _wait(self, view: RunView) -> None:
+    def interrupted(self) -> None:
+        """Mark every run still waited for as interrupted, where it stood."""
+        for view in self.views.values():
+            if view.outcome is None:
+                view.finish("INTERRUPTED", None, f"stopped while {view.status}")
+                self.display.final(view)
+
+    async def _wait(self, client: CopyAIClient, view: RunView) -> None:
         try:
             run = await poll_until_done(
-                self.client,
+                _Seen(client, self, view),
                 view.workflow_id,
                 view.run_id,
                 on_status_change=functools.partial(self._changed, view),
@@ -83,7 +168,7 @@ class Watcher:
         except PollTimeoutError as exc:
             view.finish("TIMEOUT", exc.last_run, f"no end after {view.elapsed:.1f}s")
         except CopyAIError as exc:
-            view.finish("ERROR", None, describe(exc))
+            view.finish("ERROR", None, describe(exc, hint=self.hint))
         else:
             view.finish("COMPLETE", run)
         self.display.final(view)
@@ -92,66 +177,35 @@ class Watcher:
         view.status = change.current.value
         self.display.status(view, change)
 
-    def on_retry(self, record: logging.LogRecord) -> None:
-        """Count a retried request, and show it against its run when it names one."""
-        self.retries += 1
-        ids = (getattr(record, "workflow_id", None), getattr(record, "run_id", None))
-        view = self.views.get(ids)  # type: ignore[arg-type]
-        if view is not None:
-            view.retries += 1
-        self.display.retry(view, record.getMessage(), int(getattr(record, "attempt", 0)))
-
     def exit_code(self) -> int:
         """The code of the most severe outcome."""
         return max((EXIT_FOR[v.outcome or "COMPLETE"] for v in self.views.values()), default=0)
 
 
-class _RetryHandler(logging.Handler):
-    """Hands the library's retry warnings (they carry ``attempt``) to a callback."""
+@attrs.define
+class _Seen:
+    """The client's `get_run` for the poller, noting 404s and failed polls on the way.
 
-    def __init__(self, callback: Callable[[logging.LogRecord], None]) -> None:
-        super().__init__(logging.WARNING)
-        self.callback = callback
+    The poller still decides what they mean (a 404 in the grace, an outage); the view
+    only shows them.
+    """
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if hasattr(record, "attempt"):
-            self.callback(record)
+    client: CopyAIClient
+    watcher: Watcher
+    view: RunView
 
-
-@contextlib.contextmanager
-def _counting_retries(watcher: Watcher) -> Iterator[None]:
-    handler = _RetryHandler(watcher.on_retry)
-    logger = logging.getLogger("copyai_poll")
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-
-
-async def watch_runs(
-    options: Options,
-    log_handler: DisplayLogHandler,
-    client: CopyAIClient,
-    pairs: Iterable[tuple[str, str]],
-    *,
-    timeout: float | None,
-    summary: Callable[[Watcher], dict[str, Any]] = lambda _: {},
-) -> tuple[Watcher, int]:
-    """Watch runs with a display chosen for stdout; return the watcher and exit code."""
-    display = choose_display(json_mode=options.json, out=sys.stdout, err=sys.stderr)
-    watcher = Watcher(client, display, options.policy, timeout)
-    log_handler.display = display
-    try:
-        async with display:
-            with _counting_retries(watcher):
-                for workflow_id, run_id in pairs:
-                    watcher.add(workflow_id, run_id)
-                try:
-                    await watcher.wait_all()
-                finally:
-                    views = list(watcher.views.values())
-                    display.summary(views, watcher.retries, summary(watcher))
-    finally:
-        log_handler.display = None
-    return watcher, watcher.exit_code()
+    async def get_run(self, workflow_id: str, run_id: str) -> WorkflowRun:
+        try:
+            return await self.client.get_run(workflow_id, run_id)
+        except NotFoundError:
+            if self.view.not_found():
+                hint = f" ({self.watcher.hint})" if self.watcher.hint else ""
+                grace = self.view.not_found_grace
+                message = f"not visible yet (404); polling again for up to {grace:g} s{hint}"
+                self.watcher.display.notice(self.view, "not_found", message)
+            raise
+        except CopyAIError as exc:
+            if is_transient(exc) and self.view.failed(error_reason(exc)):
+                message = f"poll failed ({describe(exc)}); polling again on schedule"
+                self.watcher.display.notice(self.view, "outage", message)
+            raise

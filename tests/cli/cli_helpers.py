@@ -35,7 +35,8 @@ class Result:
 def cli_env(fake: FakeCopyAI | None, **extra: str) -> dict[str, str]:
     """The environment for the command: the fake's URL and key, nothing inherited."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COPYAI_")}
-    env.pop("NO_COLOR", None)
+    for name in ("NO_COLOR", "COLUMNS", "LINES"):
+        env.pop(name, None)
     if fake is not None:
         env["COPYAI_BASE_URL"] = fake.base_url
         env["COPYAI_API_KEY"] = fake.api_key
@@ -87,3 +88,27 @@ async def start_runs(fake: FakeCopyAI, *scripts: Script, workflow_id: str = "WF"
 
 #: A run that stays in progress for longer than any test lasts.
 FOREVER = Script.completes(("NEW", 0.05), ("PROCESSING", 3600))
+
+
+async def run_cli_head(
+    *args: str, env: Mapping[str, str], before_exit: Any = None
+) -> tuple[int, str, str]:
+    """Run the command as ``copyai-poll ARGS | head -1``: its stdout closes after one line.
+
+    Returns its exit code, the line read, and stderr. ``before_exit`` (async, given the
+    process) runs once the pipe is closed, e.g. to send SIGINT.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        process = await start_cli(*args, env=env, stdout=write_end)
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        first = await asyncio.wait_for(asyncio.to_thread(reader.readline), DEADLINE)
+    # The reader is gone: the command's next write meets a broken pipe.
+    if before_exit is not None:
+        await before_exit(process)
+    assert process.stderr is not None
+    err = await asyncio.wait_for(process.stderr.read(), DEADLINE)
+    code = await asyncio.wait_for(process.wait(), DEADLINE)
+    return code, first.decode(), err.decode()

@@ -147,7 +147,7 @@ async def test_watch_exits_3_on_timeout(fake: FakeCopyAI) -> None:
 
 @pytest.mark.asyncio
 async def test_watch_reports_retries(fake: FakeCopyAI) -> None:
-    """A retried poll shows as a retry event and is counted in the summary."""
+    """A retried poll is a retry event counted in the summary; no log line without -v."""
     from copyai_poll.testing import Fault
 
     [run_id] = await start_runs(fake, QUICK)
@@ -156,6 +156,26 @@ async def test_watch_reports_retries(fake: FakeCopyAI) -> None:
     assert 0 == result.code
     events = result.events()
     [retry] = [e for e in events if e["event"] == "retry"]
-    assert (run_id, 1) == (retry["run_id"], retry["attempt"])
-    assert 1 == events[-1]["retries"]
+    assert (run_id, "WF", "GET", 1) == (
+        retry["run_id"],
+        retry["workflow_id"],
+        retry["method"],
+        retry["attempt"],
+    )
+    assert "503" in retry["message"]
+    [final] = [e for e in events if e["event"] == "final"]
+    assert (1, 1) == (events[-1]["retries"], final["retries"])
+    assert "" == result.err
+
+
+@pytest.mark.asyncio
+async def test_verbose_shows_the_retry_log_records(fake: FakeCopyAI) -> None:
+    """With -v the library's retry warning reaches stderr."""
+    from copyai_poll.testing import Fault
+
+    [run_id] = await start_runs(fake, QUICK)
+    fake.add_faults("get_run", Fault.server_error(503))
+    result = await run_cli("watch", "WF", run_id, "--json", "-v", env=cli_env(fake))
+    assert 0 == result.code
+    assert "copyai-poll: WARNING copyai_poll: GET" in result.err
     assert "503" in result.err

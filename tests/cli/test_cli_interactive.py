@@ -106,6 +106,9 @@ async def test_demo_runs_the_scripted_mix_and_sums_it_up() -> None:
     assert (True, []) == (summary["as_scripted"], summary["unscripted"])
     assert summary["retries"] >= 3  # a 503, a 429 and a truncated body at the least
     assert summary["retries"] == sum(e["event"] == "retry" for e in events)
+    # One RetryEvent per fault injected, each counted against its run.
+    assert summary["retries"] == sum(summary["faults"].values())
+    assert summary["retries"] == sum(e["retries"] for e in events if e["event"] == "final")
     assert summary["server_polls"] >= summary["polls"] > 20
     assert summary["lag_max"] is not None
     assert "Traceback" not in result.err
