@@ -509,6 +509,19 @@ class _Poller:
 
     async def _pause(self) -> None:
         """Sleep until the next poll is due, never past the deadline."""
+        wait = self._next_wait()
+        delay = max(0.0, min(wait, self._time_left()))
+        if self._receiver is None:
+            await self._sleep(delay)
+        else:
+            await self._woken_pause(delay, self._retry_after or 0.0)
+
+    def _next_wait(self) -> float:
+        """Seconds until the next poll: the policy's, or the server's ``Retry-After``.
+
+        Raises:
+            PollTimeoutError: The server asked for a wait that would pass the deadline.
+        """
         wait = self._policy.wait(self._waits)
         self._waits += 1
         retry_after = self._retry_after
@@ -518,11 +531,7 @@ class _Poller:
                     f"the server asked to wait {retry_after:g}s, past the deadline"
                 ) from self._failure
             wait = max(wait, retry_after)
-        delay = max(0.0, min(wait, self._time_left()))
-        if self._receiver is None:
-            await self._sleep(delay)
-        else:
-            await self._woken_pause(delay, retry_after or 0.0)
+        return wait
 
     async def _woken_pause(self, delay: float, floor: float) -> None:
         """`_pause`'s sleep when deliveries may wake the wait.

@@ -116,16 +116,7 @@ class _TrackedPoller(_Poller):
             await super()._pause()
             return
         # The sweeper waits for ``due``; this only says when that is.
-        wait = self._policy.wait(self._waits)
-        self._waits += 1
-        retry_after = self._retry_after
-        if retry_after is not None:
-            if retry_after >= self._time_left():
-                raise self._timeout_error(
-                    f"the server asked to wait {retry_after:g}s, past the deadline"
-                ) from self._failure
-            wait = max(wait, retry_after)
-        self.due = self._clock() + wait
+        self.due = self._clock() + self._next_wait()
 
 
 class RunHandle:
