@@ -105,9 +105,11 @@ class _TrackedPoller(_Poller):
         self.sweeper = None
         if self._hold:
             hold, self._hold = self._hold, 0.0
-            await self._sleep(
-                max(0.0, min(hold - (self._clock() - self._started), self._time_left()))
-            )
+            left = max(0.0, min(hold - (self._clock() - self._started), self._time_left()))
+            if self._receiver is None:
+                await self._sleep(left)
+            else:  # a delivery ends the head start at once
+                await self._woken_pause(left, 0.0)
         return await super()._poll()
 
     async def _pause(self) -> None:

@@ -551,3 +551,23 @@ def test_only_the_latest_finished_runs_are_remembered() -> None:
             assert RunStatus.COMPLETE == (await again).status
 
     _on_virtual_time(body)
+
+
+def test_a_delivery_cuts_a_learned_head_start_short() -> None:
+    """A run held by learn=True is polled at once when a delivery for it arrives."""
+
+    async def body(time: VirtualTime, state: FakeState, client: InMemoryClient) -> None:
+        receiver = WebhookReceiver()
+        async with RunTracker(
+            client, webhooks=receiver, learn=True, sleep=time.sleep, clock=time
+        ) as tracker:
+            await tracker.track(WF, _start(state, ("NEW", 1), ("PROCESSING", 60)))
+            fast = _start(state, ("PROCESSING", 5))
+            handle = tracker.track(WF, fast)
+            await time.sleep(6)
+            assert handle.last_run is None  # held: the first run took a minute
+            receiver._deliver(json.dumps({"type": "workflowRun.completed", "id": fast}).encode())
+            await time.sleep(0.001)
+            assert RunStatus.COMPLETE == handle.status
+
+    _on_virtual_time(body)
