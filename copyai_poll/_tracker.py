@@ -46,7 +46,16 @@ class _State(enum.Enum):
 class _TrackedPoller(_Poller):
     """A `_Poller` that may start late (a learned head start) or be swept."""
 
-    __slots__ = ("_hold", "confirming", "due", "got_at", "listed", "sweeper", "where")
+    __slots__ = (
+        "_held_waits",
+        "_hold",
+        "confirming",
+        "due",
+        "got_at",
+        "listed",
+        "sweeper",
+        "where",
+    )
 
     def __init__(
         self,
@@ -64,6 +73,10 @@ class _TrackedPoller(_Poller):
     ) -> None:
         super().__init__(fetcher, workflow_id, run_id, policy, timeout, sleep, clock, webhooks)
         self._hold = hold
+        # After a head start, the schedule goes on about where it would be had the run
+        # been polled since it began (one wait short of it: a first sighting often finds
+        # the run just moved), rather than from the start.
+        self._held_waits = max(0, _waits_within(self._policy, hold) - 1) if hold else 0
         self.sweeper = sweeper
         # When the next observation is due: for a swept run, what the sweeper goes by.
         # Its first one waits a little (``initial``), so that runs started together
@@ -80,6 +93,14 @@ class _TrackedPoller(_Poller):
     @property
     def run_id(self) -> str:
         return self._run_id
+
+    def _observe(self, run: WorkflowRun) -> StatusChange | None:
+        change = super()._observe(run)
+        if change is not None and change.previous is None and self._held_waits:
+            # The first sighting is not a move of the run (reset_on_change is for
+            # those): polls go on at the pace of a run this old.
+            self._waits, self._held_waits = self._held_waits, 0
+        return change
 
     @property
     def history(self) -> list[StatusChange]:
@@ -243,6 +264,17 @@ class RunHandle:
                 self._future.set_result(run)
         finally:
             self._notify()
+
+
+def _waits_within(policy: PollPolicy, seconds: float) -> int:
+    """How many of the policy's waits (without jitter) fit in ``seconds``."""
+    count, spent = 0, 0.0
+    while True:
+        wait = policy.wait(count, rand=lambda: 0.5)  # 0.5: no spread either way
+        if spent + wait > seconds or wait <= 0:
+            return count
+        spent += wait
+        count += 1
 
 
 def _default_policy(webhooks: WebhookReceiver | None) -> PollPolicy:

@@ -571,3 +571,11 @@ def test_a_delivery_cuts_a_learned_head_start_short() -> None:
             assert RunStatus.COMPLETE == handle.status
 
     _on_virtual_time(body)
+
+
+def test_the_waits_a_head_start_spends() -> None:
+    """A head start spends the policy's waits that fit in it, jitter aside."""
+    from copyai_poll._tracker import _waits_within
+
+    policy = PollPolicy()  # 1, 1.5, 2.25, 3.375, 5.06, 7.59, then 10 s each
+    assert [0, 1, 2, 2, 6, 13] == [_waits_within(policy, s) for s in (0, 1, 2.5, 4.7, 21, 100)]
