@@ -18,7 +18,7 @@ def plot(outcomes: Mapping[str, Outcome], runs: int, path: Path) -> None:
 
     matplotlib.use("Agg")  # no display; chosen before pyplot is imported
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=120)
     try:
@@ -37,7 +37,9 @@ def plot(outcomes: Mapping[str, Outcome], runs: int, path: Path) -> None:
         axes.set_yscale("log")
         for axis in (axes.xaxis, axes.yaxis):  # 1, 2, 5, 10... rather than 10^1
             axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-            axis.set_major_formatter(ScalarFormatter())
+            # "0.05", "0.1", "0.2": as many digits as the tick has (a fixed precision
+            # printed 0.05 and 0.1 both as "0.1").
+            axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             axis.set_minor_formatter(NullFormatter())
         axes.set_xlabel("p95 detection lag (s): from a run's end to its waiter knowing")
         axes.set_ylabel("requests per run (mean)")
