@@ -579,6 +579,10 @@ def _identity(item: Any) -> str:
 def _webhook(value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ResponseFormatError(f"expected a webhook object, got {type(value).__name__}")
+    hook_id = value.get("id")
+    if isinstance(hook_id, bool) or not isinstance(hook_id, str | int) or hook_id == "":
+        # Without an id a webhook cannot be deleted: `subscribe` would leave it behind.
+        raise ResponseFormatError(f"expected a webhook with an id, got {describe(value)}")
     return MappingProxyType(dict(value))
 
 

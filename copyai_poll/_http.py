@@ -180,7 +180,8 @@ async def send(
     except (aiohttp.ClientError, TimeoutError, _BodyTooLarge) as exc:
         # Scrubbed first: the message of the error raised is made from what it says.
         raise translate(scrub(exc, secret), method, state, secret) from exc
-    return Response(resp.status, _scrub_body(body, secret), resp.headers.get("Retry-After"))
+    ok = 200 <= resp.status < 300
+    return Response(resp.status, _scrub_body(body, secret, ok=ok), resp.headers.get("Retry-After"))
 
 
 async def _exchange(
@@ -297,8 +298,9 @@ def _scrub_value(value: Any, secret: str) -> Any:
 
 #: The shortest end of the key that `_key_pieces` redacts on its own.
 _MIN_PIECE = 4
-#: The shortest key redacted from answers' bodies. A body is data: a key as short as a
-#: word ("docs", "test") would be cut out of every run's output that holds that word.
+#: The shortest key redacted from every answer's body. A body is data: a key as short as
+#: a word ("docs", "test") would be cut out of every run's output holding that word. A
+#: shorter key is redacted from error answers only, and only where it stands alone.
 _MIN_BODY_KEY = 8
 
 
@@ -321,17 +323,24 @@ def _spellings(secret: str) -> tuple[bytes, tuple[bytes, ...]]:
     return secret.encode(), (b"\\u", *(b"\\" + ch.encode() for ch in '/"\\' if ch in secret))
 
 
-def _scrub_body(body: bytes, secret: str) -> bytes:
+def _scrub_short_key(body: bytes, secret: str) -> bytes:
+    """``body`` without ``secret`` where it stands alone (not inside a longer word)."""
+    word = rb"(?<![A-Za-z0-9_\-])" + re.escape(secret.encode()) + rb"(?![A-Za-z0-9_\-])"
+    return re.sub(word, REDACTED.encode(), body)
+
+
+def _scrub_body(body: bytes, secret: str, *, ok: bool = True) -> bytes:
     """``body`` with ``secret`` redacted in every spelling the JSON decoder reads as it.
 
     Besides the plain echo, `json.loads` reads UTF-16 and UTF-32 and ``\\uXXXX``
     escapes: the key so spelled would reach an error's ``.body``, a message quoting the
     answer, or the document a `json.JSONDecodeError` keeps. Only the whole key is
-    redacted from a body, which is data: a server that cut the key itself is not helped;
-    nor is a key shorter than `_MIN_BODY_KEY`, which no real key is.
+    redacted from a body, which is data: a server that cut the key itself is not helped.
+    A key shorter than `_MIN_BODY_KEY` (no real key is) is redacted only from an error
+    answer (``ok`` False), whose text reaches exceptions, and only as a word of its own.
     """
     if len(secret) < _MIN_BODY_KEY:
-        return body
+        return body if ok else _scrub_short_key(body, secret)
     plain, escapes = _spellings(secret)
     if plain in body:
         body = body.replace(plain, REDACTED.encode())  # the usual echo, cheaply

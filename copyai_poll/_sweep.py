@@ -20,6 +20,7 @@ pay for their pages, falls back to per-run polling for a while.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import math
@@ -112,7 +113,11 @@ class Sweeper:
         future: asyncio.Future[WorkflowRun | None] = asyncio.get_running_loop().create_future()
         self._waiting[poller] = future
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"sweep {self._workflow_id}")
+            # A context of its own: not the deadline (nor the trace) of the run whose
+            # wait happens to start the sweeps.
+            self._task = asyncio.create_task(
+                self._run(), name=f"sweep {self._workflow_id}", context=contextvars.Context()
+            )
         elif poller.due < self._napping_until:
             self._kick.set()
         try:
@@ -122,7 +127,7 @@ class Sweeper:
 
     def wake(self, poller: _TrackedPoller) -> None:
         """A delivery for a run: it GETs at once, or a second after its last woken GET."""
-        due = max(self._clock(), poller._woken_at + WAKE_INTERVAL)
+        due = max(self._clock(), poller._woken_at + WAKE_INTERVAL, poller.not_before)
         if poller._wake_due is not None and poller._wake_due <= due:
             return
         poller._wake_due = due

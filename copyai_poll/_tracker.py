@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from ._errors import RunFailedError
+from ._errors import CopyAIError, RunFailedError
 from ._models import RunStatus, StatusChange, WorkflowRun
 from ._policy import PollPolicy
 from ._poll import DEFAULT_TIMEOUT, Clock, RunFetcher, Sleep, _call, _Poller
@@ -30,6 +30,8 @@ logger = logging.getLogger("copyai_poll")
 
 #: How many finished runs a tracker remembers (for `track` to return their handle).
 KEEP_FINISHED = 10_000
+#: The longest head start, in ``PollPolicy.maximum``s (2 minutes by default).
+MAX_HOLD_MAXIMUMS = 12
 #: How many recent durations per workflow ``learn=True`` keeps.
 _LEARNED = 64
 #: The head start is this share of the shortest duration seen: a run a bit faster than
@@ -52,8 +54,11 @@ class _TrackedPoller(_Poller):
         "confirming",
         "due",
         "got_at",
+        "held",
         "listed",
+        "not_before",
         "sweeper",
+        "unfinished_at",
         "where",
     )
 
@@ -73,6 +78,8 @@ class _TrackedPoller(_Poller):
     ) -> None:
         super().__init__(fetcher, workflow_id, run_id, policy, timeout, sleep, clock, webhooks)
         self._hold = hold
+        self.held = hold  # the head start it was given, for the tracker to learn from
+        self.unfinished_at = 0.0  # seconds into the wait it was last seen unfinished
         # After a head start, the schedule goes on about where it would be had the run
         # been polled since it began (one wait short of it: a first sighting often finds
         # the run just moved), rather than from the start.
@@ -84,6 +91,7 @@ class _TrackedPoller(_Poller):
         first = self._policy.initial if sweeper is not None else 0.0
         self.due = self._started + max(hold, first)
         self.got_at = self._started  # when its last GET came back (a swept run's)
+        self.not_before = self._started  # no GET before: a Retry-After's end
         self.confirming: RunStatus | None = None  # the end the list showed, GET to confirm
         # Where a sweep last saw it: (index in the list, the list's total then).
         self.where: tuple[int, int | None] | None = None
@@ -95,6 +103,8 @@ class _TrackedPoller(_Poller):
         return self._run_id
 
     def _observe(self, run: WorkflowRun) -> StatusChange | None:
+        if not run.is_terminal:
+            self.unfinished_at = self._clock() - self._started
         change = super()._observe(run)
         if change is not None and change.previous is None and self._held_waits:
             # The first sighting is not a move of the run (reset_on_change is for
@@ -139,7 +149,9 @@ class _TrackedPoller(_Poller):
             await super()._pause()
             return
         # The sweeper waits for ``due``; this only says when that is.
-        self.due = self._clock() + self._next_wait()
+        now = self._clock()
+        self.due = now + self._next_wait()
+        self.not_before = now + (self._retry_after or 0.0)
 
 
 class RunHandle:
@@ -182,8 +194,8 @@ class RunHandle:
         return self._poller.last_run
 
     @property
-    def status(self) -> Any:
-        """The latest observation's status (`RunStatus`), or None before the first."""
+    def status(self) -> RunStatus | None:
+        """The latest observation's status, or None before the first (or if unknown)."""
         run = self._poller.last_run
         return None if run is None else run.status
 
@@ -257,6 +269,14 @@ class RunHandle:
             self._future.cancel()
             raise
         except Exception as exc:
+            if not isinstance(exc, CopyAIError):  # a callback's own error, most likely
+                logger.error(
+                    "tracking run %s (workflow %s) ended with an error of its own",
+                    self.run_id,
+                    self.workflow_id,
+                    exc_info=exc,
+                    extra={"run_id": self.run_id, "workflow_id": self.workflow_id},
+                )
             if not self._future.done():
                 self._future.set_exception(exc)
         else:
@@ -271,7 +291,9 @@ def _waits_within(policy: PollPolicy, seconds: float) -> int:
     count, spent = 0, 0.0
     while True:
         wait = policy.wait(count, rand=lambda: 0.5)  # 0.5: no spread either way
-        if spent + wait > seconds or wait <= 0:
+        if wait >= policy.maximum:  # every wait from here is the maximum
+            return count + int((seconds - spent) // policy.maximum)
+        if spent + wait > seconds:
             return count
         spent += wait
         count += 1
@@ -474,13 +496,24 @@ class RunTracker:
         durations = self._durations.get(workflow_id) if self._learn else None
         if not durations:
             return 0.0
-        hold = _HEAD_START_SHARE * min(durations)
+        policy = self._policy or _default_policy(self._webhooks)
+        # Never longer than a swept run goes without its own GET: a service asking
+        # "where is run X?" hears "not seen yet" for at most that long.
+        hold = min(_HEAD_START_SHARE * min(durations), MAX_HOLD_MAXIMUMS * policy.maximum)
         return hold if self._timeout is None else min(hold, self._timeout)
 
     def _learn_from(self, handle: RunHandle) -> None:
         history = handle._poller.history
-        # Only a run seen in progress tells how long runs take (not one tracked late).
-        if not self._learn or len(history) < 2 or not history[-1].current.is_terminal:
+        if not self._learn or not history or not history[-1].current.is_terminal:
             return
         learned = self._durations.setdefault(handle.workflow_id, deque(maxlen=_LEARNED))
-        learned.append(history[-1].elapsed)
+        if len(history) >= 2:
+            # It ended between the last look that found it unfinished and the one that
+            # found it ended: the middle, not the end plus the poll's lag.
+            learned.append((handle._poller.unfinished_at + history[-1].elapsed) / 2)
+        elif handle._poller.held:
+            # First seen already finished after a head start: the runs got faster than
+            # the hold, by how much is unknown. Half the hold, so the next ones look
+            # sooner (again and again, while they keep finishing before the first look).
+            learned.append(handle._poller.held / _HEAD_START_SHARE / 2)
+        # (A run first seen finished without a hold was tracked late: it tells nothing.)

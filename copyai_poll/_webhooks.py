@@ -19,6 +19,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, ClassVar, Protocol
 
+import aiohttp
 from aiohttp import web
 
 from ._policy import PollPolicy
@@ -198,10 +199,15 @@ class WebhookReceiver:
         if self._too_large(request.content_length):
             return web.Response(status=_refused(413, "a body over max_body_bytes"))
         raw = bytearray()
-        async for chunk in request.content.iter_any():
-            raw += chunk
-            if len(raw) > self.max_body_bytes:
-                return web.Response(status=_refused(413, "a body over max_body_bytes"))
+        try:
+            async for chunk in request.content.iter_any():
+                raw += chunk
+                if len(raw) > self.max_body_bytes:
+                    return web.Response(status=_refused(413, "a body over max_body_bytes"))
+        except (ConnectionResetError, aiohttp.ClientPayloadError):
+            # The sender went away mid-body: nobody to answer, nothing to wake, and
+            # nothing for the server's log above DEBUG.
+            return web.Response(status=_refused(400, "a body cut off by the sender"))
         return web.Response(status=self._deliver(bytes(raw)))
 
     # -- ASGI -------------------------------------------------------------------------

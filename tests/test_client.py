@@ -903,3 +903,31 @@ async def test_start_run_retried_when_connecting_timed_out(
             filler.close()
 
     assert 3 == tries
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("data", [{"url": "https://x"}, {"id": None}, {"id": ""}, {"id": True}])
+async def test_a_webhook_without_an_id_is_a_garbled_answer(
+    mocked: Any, client: CopyAIClient, data: Any
+) -> None:
+    """A registered webhook with no usable id is a ResponseFormatError, never a KeyError."""
+    mocked.post(f"{BASE}/webhook", payload={"status": "success", "data": data}, repeat=True)
+
+    with pytest.raises(ResponseFormatError, match="id"):
+        await client.register_webhook("https://hooks.example/x", "workflowRun.completed")
+    with pytest.raises(ResponseFormatError):
+        async with client.subscribe("https://hooks.example/x"):
+            raise AssertionError("not reached")
+
+
+@pytest.mark.asyncio
+async def test_a_short_key_echoed_by_an_error_answer_is_redacted(mocked: Any) -> None:
+    """A key shorter than 8 characters, echoed as a word by an error answer, is redacted."""
+    body = {"status": "error", "errorCode": "BAD_KEY", "message": "key Sk7Qz9x refused"}
+    mocked.get(RUN_URL, status=400, payload=body)
+
+    async with CopyAIClient("Sk7Qz9x") as client:
+        with pytest.raises(BadRequestError) as caught:
+            await client.get_run(WF, RUN)
+
+    assert "Sk7Qz9x" not in f"{caught.value} {caught.value.body!r}"

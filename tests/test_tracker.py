@@ -14,6 +14,7 @@ from bench.tracking import QUIRKS, WF, InMemoryClient, VirtualTime, fleet, fleet
 from copyai_poll import (
     PollPolicy,
     PollTimeoutError,
+    RateLimitError,
     RunFailedError,
     RunHandle,
     RunStatus,
@@ -577,3 +578,120 @@ def test_the_waits_a_head_start_spends() -> None:
 
     policy = PollPolicy()  # 1, 1.5, 2.25, 3.375, 5.06, 7.59, then 10 s each
     assert [0, 1, 2, 2, 6, 13] == [_waits_within(policy, s) for s in (0, 1, 2.5, 4.7, 21, 100)]
+
+
+def test_a_workflow_that_got_faster_is_learned() -> None:
+    """Runs first seen already finished after a head start shorten the next head starts."""
+
+    async def body(time: VirtualTime, state: FakeState, client: InMemoryClient) -> None:
+        async with RunTracker(client, learn=True, sleep=time.sleep, clock=time) as tracker:
+            await tracker.track(WF, _start(state, ("NEW", 1), ("PROCESSING", 39)))
+            firsts = []
+            for _ in range(4):
+                started = time()
+                handle = tracker.track(WF, _start(state, ("PROCESSING", 2)))
+                await handle
+                firsts.append(handle.history[0].elapsed)
+                assert time() - started == handle.history[-1].elapsed
+        assert firsts == sorted(firsts, reverse=True)
+        assert firsts[-1] < firsts[0] / 4  # 36 s, 18 s, 9 s, 4.5 s
+
+    _on_virtual_time(body)
+
+
+def test_a_head_start_is_never_longer_than_twelve_maximums() -> None:
+    """However long a workflow's runs take, a run is first looked at within 12 maximums."""
+
+    async def body(time: VirtualTime, state: FakeState, client: InMemoryClient) -> None:
+        policy = PollPolicy(initial=1, maximum=5)
+        async with RunTracker(
+            client, policy=policy, learn=True, sleep=time.sleep, clock=time
+        ) as tracker:
+            await tracker.track(WF, _start(state, ("PROCESSING", 600)))
+            later = tracker.track(WF, _start(state, ("PROCESSING", 600)))
+            await time.sleep(61)
+            assert RunStatus.PROCESSING == later.status
+
+    _on_virtual_time(body)
+
+
+def test_sweeps_run_outside_any_one_run_s_deadline() -> None:
+    """The sweeps' requests do not carry the deadline of the run whose wait started them."""
+    from copyai_poll._deadline import time_left
+
+    seen: list[object] = []
+
+    class Watching(InMemoryClient):
+        async def list_page(
+            self, workflow_id: str, page: int, *, page_size: int = 100
+        ) -> tuple[int | None, list[Any]]:
+            seen.append(time_left.get())
+            return await super().list_page(workflow_id, page, page_size=page_size)
+
+    async def body(time: VirtualTime, state: FakeState, _: InMemoryClient) -> None:
+        client = Watching(state)
+        async with RunTracker(
+            client, sweep=True, timeout=30, sleep=time.sleep, clock=time
+        ) as tracker:
+            await tracker.track(WF, _start(state, ("PROCESSING", 10)))
+        assert seen
+        assert {None} == set(seen)
+
+    _on_virtual_time(body)
+
+
+def test_a_delivery_does_not_cut_a_swept_run_s_retry_after_short() -> None:
+    """A swept run told by a 429 to wait 5 s does not GET sooner for a delivery."""
+
+    async def body(time: VirtualTime, state: FakeState, _: InMemoryClient) -> None:
+        gets: list[float] = []
+
+        class Throttled(InMemoryClient):
+            async def get_run(self, workflow_id: str, run_id: str) -> WorkflowRun:
+                gets.append(time())
+                if len(gets) == 1:
+                    raise RateLimitError("slow down", status=429, retry_after=5.0)
+                return await super().get_run(workflow_id, run_id)
+
+            async def list_page(
+                self, workflow_id: str, page: int, *, page_size: int = 100
+            ) -> tuple[int | None, list[Any]]:
+                return 0, []  # the list never shows it: the run GETs for itself
+
+        receiver = WebhookReceiver()
+        run_id = _start(state, ("PROCESSING", 60))
+        async with RunTracker(
+            Throttled(state), webhooks=receiver, sweep=True, sleep=time.sleep, clock=time
+        ) as tracker:
+            tracker.track(WF, run_id)
+            while not gets:
+                await time.sleep(0.1)
+            await time.sleep(0.5)
+            receiver._deliver(json.dumps({"id": run_id}).encode())
+            await time.sleep(3)
+            assert 1 == len(gets)
+            await time.sleep(3)
+            assert 2 == len(gets)
+            assert gets[1] - gets[0] >= 5
+
+    _on_virtual_time(body)
+
+
+def test_a_callback_error_of_an_unawaited_handle_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A callback that raises ends its wait, and the error is logged even if nobody awaits."""
+
+    def broken(change: StatusChange) -> None:
+        raise ZeroDivisionError("oops")
+
+    async def body(time: VirtualTime, state: FakeState, client: InMemoryClient) -> None:
+        async with RunTracker(client, sleep=time.sleep, clock=time) as tracker:
+            handle = tracker.track(WF, _start(state, ("PROCESSING", 5)), on_status_change=broken)
+            await time.sleep(1)
+            assert handle.done()
+
+    with caplog.at_level("ERROR", logger="copyai_poll"):
+        _on_virtual_time(body)
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert isinstance(record.exc_info[1], ZeroDivisionError)  # type: ignore[index]

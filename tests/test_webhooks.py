@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -12,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+import yarl
 from aiohttp import web
 
 from copyai_poll import WebhookReceiver
@@ -324,3 +326,28 @@ async def test_asgi_client_gone_and_lifespan() -> None:
 
     assert gone is None
     assert ["lifespan.startup.complete", "lifespan.shutdown.complete"] == sent
+
+
+@pytest.mark.asyncio
+async def test_a_sender_gone_mid_body_leaves_no_error_in_the_log(
+    served: tuple[WebhookReceiver, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivery whose sender hangs up halfway wakes nothing and logs nothing above DEBUG."""
+    receiver, url = served
+    waiter = Woken()
+    receiver._attach("WRUN-1", waiter)
+    parsed = yarl.URL(url)
+    with caplog.at_level(logging.INFO):
+        _reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        writer.write(
+            f"POST {parsed.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000\r\n\r\n".encode()
+            + b'{"workflowRunId": "WRUN-1", "pad": "'
+        )
+        await writer.drain()
+        writer.transport.abort()  # a reset, not a clean close
+        # A whole delivery after it, answered: the server has been through the first.
+        assert 204 == await post(url, data=json.dumps({"workflowRunId": "WRUN-1"}))
+
+    assert 1 == waiter.count
+    assert [] == [r for r in caplog.records if r.levelno >= logging.WARNING]
