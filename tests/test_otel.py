@@ -104,14 +104,11 @@ def advance(fake: FakeCopyAI, run_id: str) -> Any:
     return changed
 
 
-@pytest.mark.asyncio
-async def test_a_wait_is_one_span_with_its_changes_retries_and_requests(
-    fake: FakeCopyAI, telemetry: Telemetry
-) -> None:
-    """One wait through a 503 and three changes: one wait span, 3+1 events, 4 child spans."""
+async def wait_through_a_fault_and_three_changes(fake: FakeCopyAI, telemetry: Telemetry) -> str:
+    """Start a run and wait for it through one 503 and NEW, PROCESSING, COMPLETE."""
     async with make_client(fake) as client:
         run_id = (await client.start_run("WF", {"a": "1"})).id
-        telemetry.spans.clear()
+        telemetry.spans.clear()  # the start's span is not the wait's
         fake.add_faults("get_run", Fault.server_error(503))
         clock = FakeClock()
         await poll_until_done(
@@ -123,6 +120,15 @@ async def test_a_wait_is_one_span_with_its_changes_retries_and_requests(
             sleep=clock.sleep,
             clock=clock,
         )
+    return run_id
+
+
+@pytest.mark.asyncio
+async def test_a_wait_is_one_span_with_its_changes_retries_and_requests(
+    fake: FakeCopyAI, telemetry: Telemetry
+) -> None:
+    """One wait through a 503 and three changes: one wait span, 3+1 events, 4 child spans."""
+    run_id = await wait_through_a_fault_and_three_changes(fake, telemetry)
 
     [wait] = telemetry.finished("copyai_poll.wait")
     assert ["retry", "status_change", "status_change", "status_change"] == [
@@ -161,19 +167,7 @@ async def test_the_counters_and_the_histogram_measure_the_wait(
     fake: FakeCopyAI, telemetry: Telemetry
 ) -> None:
     """Requests by outcome, retries, changes by status, waits and their duration."""
-    async with make_client(fake) as client:
-        run_id = (await client.start_run("WF", {"a": "1"})).id
-        fake.add_faults("get_run", Fault.server_error(503))
-        clock = FakeClock()
-        await poll_until_done(
-            client,
-            "WF",
-            run_id,
-            on_status_change=advance(fake, run_id),
-            policy=POLICY,
-            sleep=clock.sleep,
-            clock=clock,
-        )
+    await wait_through_a_fault_and_three_changes(fake, telemetry)
 
     method = ("http.request.method", "GET")
     assert {
