@@ -121,7 +121,6 @@ class RunView:
     def observe(self, run: WorkflowRun) -> None:
         """Note a successful poll: whatever was going wrong is over."""
         self.run = run
-        self.polls += 1
         self.status = run.raw_status or "?"
         self.not_found_since = self.failing_since = None
         self.failure = self.retrying = ""

@@ -195,6 +195,7 @@ class _Seen:
     view: RunView
 
     async def get_run(self, workflow_id: str, run_id: str) -> WorkflowRun:
+        self.view.polls += 1  # every poll, as `StatusChange.polls` counts: 404s too
         try:
             return await self.client.get_run(workflow_id, run_id)
         except NotFoundError:

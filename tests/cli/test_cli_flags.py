@@ -82,6 +82,7 @@ async def test_not_found_grace_zero_reports_an_unknown_run_at_once(fake: FakeCop
     [final] = [e for e in events if e["event"] == "final"]
     assert "ERROR" == final["outcome"]
     assert "404" in final["error"]
+    assert 1 == final["polls"]  # the poll that met the 404 counts
 
 
 @pytest.mark.asyncio
