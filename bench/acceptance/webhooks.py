@@ -54,29 +54,15 @@ import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from outages import Result, report  # this folder's scripts run from it: a sibling
 
 from copyai_poll import CopyAIClient, RunStatus, StatusChange, WebhookReceiver, poll_many
 from copyai_poll.testing import DeliveryPlan, FakeCopyAI, Script
 
 WF = "WCFG-acceptance-webhooks"
-
-
-@dataclass
-class Result:
-    name: str
-    ok: bool
-    summary: str
-    details: list[str] = field(default_factory=list)
-
-
-def report(result: Result) -> None:
-    print(f"[{'PASS' if result.ok else 'FAIL'}] {result.name}: {result.summary}", flush=True)
-    for line in result.details:
-        print(f"        {line}", flush=True)
 
 
 class ErrorLog(logging.Handler):

@@ -125,14 +125,8 @@ async def test_ctrl_c_exits_130_with_stdout_closed(fake: FakeCopyAI, json_mode: 
     assert "Traceback" not in err
 
 
-@pytest.mark.asyncio
-@pytest.mark.parametrize(
-    ("args", "code", "lines"),
-    [(["--help"], 0, 1), (["watch", "--help"], 0, 1), (["watch"], 2, 0)],
-    ids=["help", "watch-help", "usage"],
-)
-async def test_help_piped_into_head_in_a_shell(args: list[str], code: int, lines: int) -> None:
-    """`copyai-poll --help | head -1` in bash with pipefail: the documented code, no noise."""
+async def piped_into_head(args: list[str], env: dict[str, str]) -> tuple[int, bytes, bytes]:
+    """Run ``copyai-poll ARGS | head -1`` in bash with pipefail: its code, stdout, stderr."""
     script = 'set -o pipefail; "$0" -m copyai_poll "$@" | head -1'
     process = await asyncio.create_subprocess_exec(
         "bash",
@@ -142,10 +136,23 @@ async def test_help_piped_into_head_in_a_shell(args: list[str], code: int, lines
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=cli_env(None),
+        env=env,
     )
     out, err = await asyncio.wait_for(process.communicate(), DEADLINE)
-    assert code == process.returncode
+    assert process.returncode is not None
+    return process.returncode, out, err
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("args", "code", "lines"),
+    [(["--help"], 0, 1), (["watch", "--help"], 0, 1), (["watch"], 2, 0)],
+    ids=["help", "watch-help", "usage"],
+)
+async def test_help_piped_into_head_in_a_shell(args: list[str], code: int, lines: int) -> None:
+    """`copyai-poll --help | head -1` in bash with pipefail: the documented code, no noise."""
+    returncode, out, err = await piped_into_head(args, cli_env(None))
+    assert code == returncode
     assert lines == len(out.decode().splitlines())  # a usage error goes to stderr
     assert "Traceback" not in err.decode()
     assert "Exception ignored" not in err.decode()
@@ -155,17 +162,6 @@ async def test_help_piped_into_head_in_a_shell(args: list[str], code: int, lines
 async def test_a_failed_watch_piped_into_head_in_a_shell(fake: FakeCopyAI) -> None:
     """`copyai-poll watch ... | head -1` with pipefail exits 1 when a run FAILED."""
     args = await a_run_fails(fake)
-    script = 'set -o pipefail; "$0" -m copyai_poll "$@" | head -1'
-    process = await asyncio.create_subprocess_exec(
-        "bash",
-        "-c",
-        script,
-        sys.executable,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=cli_env(fake),
-    )
-    out, err = await asyncio.wait_for(process.communicate(), DEADLINE)
-    assert 1 == process.returncode, err.decode()
+    returncode, out, err = await piped_into_head(args, cli_env(fake))
+    assert 1 == returncode, err.decode()
     assert 1 == len(out.decode().splitlines())
