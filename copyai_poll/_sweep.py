@@ -94,7 +94,6 @@ class Sweeper:
         self._strikes = 0  # sweeps in a row that disagreed
         self._losses = 0  # sweeps in a row that read more pages than they saved GETs
         self._gave_up_at: float | None = None
-        self.pages = 0  # pages read, for the curious (benchmarks, tests)
 
     @property
     def gave_up(self) -> bool:
@@ -299,7 +298,6 @@ class Sweeper:
                     seen[run.id] = run
                     missing.pop(run.id, None)
                     poller.where = ((page - 1) * PAGE_SIZE + offset, self._total)
-        self.pages += pages
         return seen, pages
 
     def _plan(self, missing: Iterable[_TrackedPoller], visited: set[int]) -> int | None:

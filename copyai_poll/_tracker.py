@@ -233,11 +233,11 @@ class RunHandle:
             while sent < len(history):
                 sent += 1
                 yield history[sent - 1]
-            if self._future.done():
-                if self._future.cancelled() or self._future.exception() is None:
-                    await self  # cancelled: raises; complete: returns
-                    return
-                if not isinstance(self._future.exception(), RunFailedError):
+            future = self._future
+            if future.done():
+                # FAILED was the last change; anything else ends as awaiting does
+                # (COMPLETE returns; a timeout, an error or a cancel raises).
+                if future.cancelled() or not isinstance(future.exception(), RunFailedError):
                     await self
                 return
             event = self._changed
